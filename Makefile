@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: venv demo test lint format unit integration bench web workers clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m asyncsdk.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check asyncsdk tests benchmarks examples
+	$(BIN)/ruff format --check asyncsdk tests benchmarks examples
+	$(BIN)/mypy
+	$(BIN)/mypy tests/typing
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix asyncsdk tests benchmarks examples
+	$(BIN)/ruff format asyncsdk tests benchmarks examples
+
+test: lint
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

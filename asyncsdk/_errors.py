@@ -1,0 +1,277 @@
+"""The exception tree, and the table that maps the service's error codes onto it.
+
+::
+
+    AsyncSDKError
+    ├── APIError                 .status .code .message .request_id (X-Request-ID)
+    │   ├── AuthenticationError      AUTHENTICATION_FAILED, MISSING_API_TOKEN, INVALID_API_TOKEN
+    │   ├── BadRequestError          INVALID_JSON, VALIDATION_ERROR
+    │   ├── ContentPolicyError       NSFW_CONTENT_DETECTED
+    │   ├── ImageInputError          IMAGE_SIZE_LIMIT_EXCEEDED, IMAGE_DOWNLOAD_FAILED
+    │   ├── InsufficientCreditsError INSUFFICIENT_CREDITS
+    │   ├── NotFoundError            INVALID_GENERATION_ID, GENERATION_NOT_FOUND,
+    │   │                            ACCOUNT_NOT_FOUND
+    │   ├── RateLimitError           RATE_LIMIT_ERROR            .reset_at
+    │   │   └── ConcurrencyLimitError  CONCURRENT_GENERATION_ERROR
+    │   └── ServerError              every HTTP 500 code (FETCH_FAILED, ...)
+    ├── APIConnectionError       network failure; subclass APITimeoutError (a TimeoutError)
+    ├── GenerationFailedError    .generation (status failed, .failure_reason)
+    └── GenerationTimeoutError   .generation_id .last_status
+
+:func:`error_for` turns an error response into the right class: by code when the code is
+known, else by HTTP status, keeping the unknown code on ``.code``. Errors the SDK raises before
+anything is sent (an image over the size limit, a submission that would have to wait past the
+caller's deadline) use the same classes with ``status=None``.
+
+Misuse of the SDK itself (bad arguments, a closed client) raises ``ValueError``,
+``TypeError`` or ``RuntimeError``, outside this tree. No message ever contains the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ._models import Generation, GenerationStatus, RateLimitInfo
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AsyncSDKError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConcurrencyLimitError",
+    "ContentPolicyError",
+    "GenerationFailedError",
+    "GenerationTimeoutError",
+    "ImageInputError",
+    "InsufficientCreditsError",
+    "NotFoundError",
+    "RateLimitError",
+    "ServerError",
+    "error_for",
+]
+
+
+class AsyncSDKError(Exception):
+    """Base class of every error this SDK raises on purpose."""
+
+
+class APIError(AsyncSDKError):
+    """The service answered with an error (or would have: see ``status=None``).
+
+    :ivar status: the HTTP status, or ``None`` when the SDK raised it before sending.
+    :ivar code: the service's error code, e.g. ``"VALIDATION_ERROR"``.
+    :ivar message: the service's human-readable message.
+    :ivar request_id: the ``X-Request-ID`` of the response; quote it to support.
+    :ivar rate_limit: the response's ``X-RateLimit-*`` headers, when it had them.
+    """
+
+    status: int | None
+    code: str | None
+    message: str
+    request_id: str | None
+    rate_limit: RateLimitInfo | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        head = " ".join(str(part) for part in (status, code) if part is not None)
+        text = f"{head}: {message}" if head else message
+        if request_id:
+            text += f" (request id: {request_id})"
+        super().__init__(text)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments would otherwise be lost when pickling (multiprocessing).
+        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[APIError], message: str, state: dict[str, object]) -> APIError:
+    error = cls.__new__(cls)
+    AsyncSDKError.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class AuthenticationError(APIError):
+    """The API key is missing, malformed, unknown, expired or revoked (HTTP 401)."""
+
+
+class BadRequestError(APIError):
+    """The request was rejected as malformed or invalid (HTTP 400)."""
+
+
+class ContentPolicyError(APIError):
+    """The prompt or an input image was refused by the content filter."""
+
+
+class ImageInputError(APIError):
+    """An input image is too large, or could not be downloaded or read."""
+
+
+class InsufficientCreditsError(APIError):
+    """The account has not enough credits for the generation (HTTP 402); nothing was charged."""
+
+
+class NotFoundError(APIError):
+    """The generation id is malformed or unknown, or the account no longer exists (HTTP 404)."""
+
+
+class RateLimitError(APIError):
+    """Too many submissions in the window (HTTP 429).
+
+    :ivar reset_at: Unix time (seconds) at which a submission is admitted again, when known.
+    """
+
+    reset_at: float | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        reset_at: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.reset_at = reset_at
+
+
+class ConcurrencyLimitError(RateLimitError):
+    """A generation is already in progress on the account (HTTP 429)."""
+
+
+class ServerError(APIError):
+    """The service failed (HTTP 5xx)."""
+
+
+class APIConnectionError(AsyncSDKError):
+    """The service could not be reached, or the connection broke before an answer came.
+
+    :ivar request_sent: ``False`` only when the request certainly never reached the service
+        (the connection could not be opened); otherwise the service may have acted on it.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_connection_error, (type(self), str(self), self.request_sent))
+
+
+def _rebuild_connection_error(
+    cls: type[APIConnectionError], message: str, request_sent: bool
+) -> APIConnectionError:
+    return cls(message, request_sent=request_sent)
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """No answer within the request timeout."""
+
+
+class GenerationFailedError(AsyncSDKError):
+    """A generation ended ``failed``; ``.generation.failure_reason`` says why."""
+
+    def __init__(self, generation: Generation) -> None:
+        self.generation = generation
+        reason = generation.failure_reason or "no reason given"
+        super().__init__(f"generation {generation.generation_id} failed: {reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.generation,))
+
+
+class GenerationTimeoutError(AsyncSDKError, TimeoutError):
+    """The caller's deadline passed before the generation ended."""
+
+    def __init__(self, generation_id: str, last_status: GenerationStatus | None) -> None:
+        self.generation_id = generation_id
+        self.last_status = last_status
+        seen = last_status.value if last_status is not None else "never seen"
+        super().__init__(f"generation {generation_id} did not end in time (last status: {seen})")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.generation_id, self.last_status))
+
+
+_BY_CODE: Final[Mapping[str, type[APIError]]] = {
+    "AUTHENTICATION_FAILED": AuthenticationError,
+    "MISSING_API_TOKEN": AuthenticationError,
+    "INVALID_API_TOKEN": AuthenticationError,
+    "INVALID_JSON": BadRequestError,
+    "VALIDATION_ERROR": BadRequestError,
+    "NSFW_CONTENT_DETECTED": ContentPolicyError,
+    "IMAGE_SIZE_LIMIT_EXCEEDED": ImageInputError,
+    "IMAGE_DOWNLOAD_FAILED": ImageInputError,
+    "INSUFFICIENT_CREDITS": InsufficientCreditsError,
+    "INVALID_GENERATION_ID": NotFoundError,
+    "GENERATION_NOT_FOUND": NotFoundError,
+    "ACCOUNT_NOT_FOUND": NotFoundError,
+    "RATE_LIMIT_ERROR": RateLimitError,
+    "CONCURRENT_GENERATION_ERROR": ConcurrencyLimitError,
+    "FAILED_TO_VALIDATE_TOKEN": ServerError,
+    "FETCH_FAILED": ServerError,
+    "IMAGE_UPLOAD_FAILED": ServerError,
+    "GENERATION_UPDATE_FAILED": ServerError,
+    "GENERATION_INIT_FAILED": ServerError,
+    "CREDIT_PROCESSING_FAILED": ServerError,
+    "GENERATION_START_FAILED": ServerError,
+    "INTERNAL_SERVER_ERROR": ServerError,
+}
+
+_BY_STATUS: Final[Mapping[int, type[APIError]]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+#: 5xx codes after which the service promises that nothing was created or charged.
+NOTHING_CREATED_CODES: Final = frozenset(
+    {
+        "FAILED_TO_VALIDATE_TOKEN",
+        "GENERATION_INIT_FAILED",
+        "CREDIT_PROCESSING_FAILED",
+        "GENERATION_START_FAILED",
+    }
+)
+
+
+def error_for(
+    status: int,
+    code: str | None,
+    message: str,
+    *,
+    request_id: str | None = None,
+    rate_limit: RateLimitInfo | None = None,
+) -> APIError:
+    """The exception for an error response: by ``code`` first, then by HTTP ``status``."""
+    cls = _BY_CODE.get(code or "")
+    if cls is None:
+        cls = ServerError if status >= 500 else _BY_STATUS.get(status, APIError)
+    if issubclass(cls, RateLimitError):
+        reset_at = rate_limit.resume_at() if rate_limit is not None else None
+        error: APIError = cls(
+            message, status=status, code=code, request_id=request_id, reset_at=reset_at
+        )
+    else:
+        error = cls(message, status=status, code=code, request_id=request_id)
+    error.rate_limit = rate_limit
+    return error
