@@ -1,0 +1,88 @@
+"""asyncsdk: the async-first Python SDK for the BabySea image-generation API.
+
+>>> import asyncsdk
+>>> async def main() -> None:                                 # doctest: +SKIP
+...     async with asyncsdk.AsyncClient() as client:        # BABYSEA_API_KEY from the env
+...         generation = await client.generate("google/nano-banana", "a red kite at dawn")
+...         print(await client.download(generation, "out"))
+
+The public surface is this module: every name below is re-exported explicitly from a private
+module (``_client``, ``_errors``, ...), and tracebacks show them as ``asyncsdk.Name``.
+"""
+
+from ._client import AsyncClient as AsyncClient
+from ._config import DEFAULT_BASE_URL as DEFAULT_BASE_URL
+from ._config import Limits as Limits
+from ._errors import APIConnectionError as APIConnectionError
+from ._errors import APIError as APIError
+from ._errors import APITimeoutError as APITimeoutError
+from ._errors import AsyncSDKError as AsyncSDKError
+from ._errors import AuthenticationError as AuthenticationError
+from ._errors import BadRequestError as BadRequestError
+from ._errors import ConcurrencyLimitError as ConcurrencyLimitError
+from ._errors import ContentPolicyError as ContentPolicyError
+from ._errors import GenerationFailedError as GenerationFailedError
+from ._errors import GenerationTimeoutError as GenerationTimeoutError
+from ._errors import ImageInputError as ImageInputError
+from ._errors import InsufficientCreditsError as InsufficientCreditsError
+from ._errors import NotFoundError as NotFoundError
+from ._errors import RateLimitError as RateLimitError
+from ._errors import ServerError as ServerError
+from ._limits import AccountGate as AccountGate
+from ._limits import Gate as Gate
+from ._limits import GateStatistics as GateStatistics
+from ._limits import LocalGate as LocalGate
+from ._models import AccountDetails as AccountDetails
+from ._models import AccountInfo as AccountInfo
+from ._models import ApiKeyInfo as ApiKeyInfo
+from ._models import ApiStatus as ApiStatus
+from ._models import Credits as Credits
+from ._models import Generation as Generation
+from ._models import GenerationPage as GenerationPage
+from ._models import GenerationStatus as GenerationStatus
+from ._models import RateLimitInfo as RateLimitInfo
+from ._models import Submission as Submission
+from ._version import __version__ as __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AccountDetails",
+    "AccountGate",
+    "AccountInfo",
+    "ApiKeyInfo",
+    "ApiStatus",
+    "AsyncClient",
+    "AsyncSDKError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConcurrencyLimitError",
+    "ContentPolicyError",
+    "Credits",
+    "DEFAULT_BASE_URL",
+    "Gate",
+    "GateStatistics",
+    "Generation",
+    "GenerationFailedError",
+    "GenerationPage",
+    "GenerationStatus",
+    "GenerationTimeoutError",
+    "ImageInputError",
+    "InsufficientCreditsError",
+    "Limits",
+    "LocalGate",
+    "NotFoundError",
+    "RateLimitError",
+    "RateLimitInfo",
+    "ServerError",
+    "Submission",
+    "__version__",
+]
+
+# Tracebacks and reprs read `asyncsdk.RateLimitError`, not `asyncsdk._errors.RateLimitError`.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("asyncsdk._"):
+        _obj.__module__ = "asyncsdk"
+del _name, _obj

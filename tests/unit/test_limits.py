@@ -1,0 +1,257 @@
+"""The gate, socket-free on a fake clock: the window property, FIFO order, slot release."""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asyncsdk import Limits, RateLimitError, RateLimitInfo
+from asyncsdk._limits import LocalAccountGate, SubmissionWindow
+
+from .fakeclock import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+# -- the window property ------------------------------------------------------------------------
+requests = st.lists(
+    st.tuples(
+        st.floats(0, 3),  # think time before the caller wants to submit
+        st.floats(0, 2),  # round-trip latency
+        st.floats(0, 1),  # where in the round trip the request reaches the server
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    reqs=requests,
+    limit=st.integers(1, 10),
+    window=st.floats(0.5, 10),
+    concurrency=st.integers(1, 8),
+)
+def test_no_server_window_ever_holds_more_than_the_limit(
+    reqs: list[tuple[float, float, float]], limit: int, window: float, concurrency: int
+) -> None:
+    """For any arrival pattern and latencies, as the *server* counts arrivals."""
+    win = SubmissionWindow(limit, window, margin=0.0)
+    in_flight: list[tuple[float, int]] = []  # (answer time, id) heap
+    entries = {}
+    arrivals = []
+    t = 0.0
+    for i, (think, latency, where) in enumerate(reqs):
+        t += think
+        while True:
+            while in_flight and in_flight[0][0] <= t:
+                answered, j = heapq.heappop(in_flight)
+                win.settle(entries.pop(j), answered)
+            if len(in_flight) >= concurrency:  # the caller's own concurrency
+                t = in_flight[0][0]
+                continue
+            admit = win.admit_at(t)
+            if admit <= t:
+                break
+            t = min(admit, in_flight[0][0] if in_flight else math.inf)
+        entries[i] = win.reserve()
+        heapq.heappush(in_flight, (t + latency, i))
+        arrivals.append(t + where * latency)
+    arrivals.sort()
+    for k, arrived in enumerate(arrivals):
+        # (t - W, t]: arrivals exactly one window apart may share it only by float rounding.
+        in_window = [a for a in arrivals[: k + 1] if a > arrived - window + 1e-9]
+        assert len(in_window) <= limit, (arrived, in_window)
+
+
+def test_a_full_window_admits_again_exactly_one_window_after_the_first_answer() -> None:
+    win = SubmissionWindow(3, 10.0, margin=0.5)
+    for answered in (1.0, 2.0, 3.0):
+        win.settle(win.reserve(), answered)
+    assert win.count(3.0) == 3
+    assert win.admit_at(3.0) == 11.5  # first answer + window + margin
+    assert win.admit_at(11.5) == 11.5
+
+
+def test_in_flight_submissions_count_until_answered() -> None:
+    win = SubmissionWindow(2, 1.0)
+    win.reserve()
+    win.reserve()
+    assert win.admit_at(100.0) == math.inf
+
+
+def test_resync_never_believes_more_room_than_the_server_reports() -> None:
+    win = SubmissionWindow(10, 60.0, margin=0.0)
+    win.settle(win.reserve(), 0.0)
+    win.resync(now=0.0, remaining=0, resets_in=5.0)  # another process used the rest
+    assert win.count(0.0) == 10
+    assert win.admit_at(0.0) == 5.0
+    win.resync(now=0.0, remaining=9, resets_in=5.0)  # the server knows less than we do
+    assert win.count(0.0) == 10
+
+
+# -- the gate ----------------------------------------------------------------------------------
+def make_gate(**limits: float) -> tuple[LocalAccountGate, FakeClock]:
+    clock = FakeClock()
+    settings = {"submissions": 2, "window": 10.0, "concurrent": 1, "generation_timeout": 50.0}
+    settings.update(limits)
+    return LocalAccountGate(Limits(**settings, margin=0.0), clock=clock), clock  # type: ignore[arg-type]
+
+
+async def test_waiters_are_served_in_arrival_order() -> None:
+    gate, clock = make_gate(submissions=1, window=1.0, concurrent=8)
+    order: list[int] = []
+
+    async def submitter(i: int) -> None:
+        permit = await gate.acquire()
+        order.append(i)
+        await permit.answered(None, None)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(6):
+            tg.start_soon(submitter, i)
+            await anyio.wait_all_tasks_blocked()  # fix the arrival order
+        assert gate.statistics().waiting == 5
+        await clock.run_until(lambda: len(order) == 6)
+    assert order == list(range(6))
+    assert clock.time == pytest.approx(1000.0 + 5.0, abs=0.05)  # one a second
+
+
+async def test_slot_is_held_by_the_generation_until_released() -> None:
+    gate, clock = make_gate(submissions=10)
+    permit = await gate.acquire()
+    await permit.answered("gen-1", None)
+    assert gate.statistics().holders == ("gen-1",)
+    second: list[object] = []
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _append(second, gate.acquire()))
+        await clock.advance(20.0)
+        assert second == []  # still running: the slot is not free
+        await gate.release("gen-1")
+        await clock.advance(0.0)
+    assert len(second) == 1
+    assert gate.statistics().in_progress == 1
+
+
+async def _append(into: list[object], awaitable: object) -> None:
+    into.append(await awaitable)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("path", ["failed-submission", "timeout", "cancelled-waiter", "lost"])
+async def test_slot_is_freed_on_every_path(path: str) -> None:
+    gate, clock = make_gate(submissions=10, generation_timeout=5.0)
+    permit = await gate.acquire()
+    if path == "failed-submission":  # e.g. a 400: nothing was created
+        await permit.answered(None, None)
+    elif path == "timeout":  # nobody saw it end; the service cancels it at the timeout
+        await permit.answered("gen-1", None)
+        await clock.advance(4.9)
+        assert gate.statistics().in_progress == 1
+        await clock.advance(0.2)
+    elif path == "cancelled-waiter":
+        await permit.answered("gen-1", None)
+        with anyio.move_on_after(0):  # a second submitter gives up while queued
+            await gate.acquire()
+        assert gate.statistics().waiting == 0
+        assert gate.statistics().in_progress == 1  # not freed early by the cancellation
+        await gate.release("gen-1")
+    else:  # the answer was lost and reconciliation found nothing
+        await permit.unanswered()
+        assert gate.statistics().holders == (None,)
+        await permit.abandon()
+    assert gate.statistics().in_progress == 0
+
+
+async def test_cancelling_a_watcher_does_not_free_the_slot() -> None:
+    gate, clock = make_gate(submissions=10)
+    permit = await gate.acquire()
+    await permit.answered("gen-1", None)
+    with anyio.move_on_after(0), gate.watching("gen-1"):
+        await anyio.sleep(1)
+    assert gate.statistics().holders == ("gen-1",)
+
+
+async def test_probe_frees_an_unwatched_slot_once_its_generation_ended() -> None:
+    gate, clock = make_gate(submissions=10)
+    permit = await gate.acquire()
+    await permit.answered("gen-1", None)
+    probed: list[list[str | None]] = []
+
+    async def probe(holders: object) -> None:
+        probed.append(list(holders))  # type: ignore[call-overload]
+        if len(probed) == 3:  # the third look sees it ended
+            await gate.release("gen-1")
+
+    got: list[object] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _append(got, gate.acquire(probe=probe)))
+        await clock.run_until(lambda: bool(got), step=0.25)
+    assert probed == [["gen-1"]] * 3
+    assert clock.time - 1000.0 == pytest.approx(3 * gate.probe_interval, abs=0.3)
+
+
+async def test_watched_holders_are_not_probed() -> None:
+    gate, clock = make_gate(submissions=10, generation_timeout=3.0)
+    permit = await gate.acquire()
+    await permit.answered("gen-1", None)
+    probed: list[object] = []
+
+    async def probe(holders: object) -> None:
+        probed.append(holders)
+
+    with gate.watching("gen-1"):
+        got: list[object] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: _append(got, gate.acquire(probe=probe)))
+            await clock.run_until(lambda: bool(got), step=0.25)
+    assert probed == []  # it expired at the timeout instead
+
+
+async def test_server_headers_resync_the_window() -> None:
+    gate, clock = make_gate(submissions=5, window=60.0)
+    info = RateLimitInfo(limit=5, remaining=0, reset_at=None, retry_after=2.0)
+    gate.note_rate_limit(info, submission=True)
+    assert gate.statistics().submissions_in_window == 5
+
+
+async def test_reads_pause_when_the_server_says_none_remain() -> None:
+    gate, clock = make_gate()
+    gate.note_rate_limit(RateLimitInfo(60, 0, None, 3.0), submission=False)
+    done: list[bool] = []
+
+    async def read() -> None:
+        await gate.read_turn()
+        done.append(True)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        await clock.advance(2.0)
+        assert done == []
+        await clock.advance(1.5)
+    assert done == [True]
+
+
+async def test_a_full_window_fails_fast_past_the_callers_deadline() -> None:
+    gate = LocalAccountGate(Limits(submissions=1, window=30.0, margin=0.0))
+    permit = await gate.acquire()
+    await permit.answered(None, None)
+    with anyio.fail_after(5):  # the window frees in 30 s: don't wait to be cancelled
+        with pytest.raises(RateLimitError) as caught:
+            await gate.acquire()
+    assert caught.value.reset_at is not None
+    assert caught.value.status is None
+
+
+def test_limits_validate_their_arguments() -> None:
+    with pytest.raises(ValueError, match="window"):
+        Limits(window=0)
+    with pytest.raises(TypeError, match="submissions"):
+        Limits(submissions=2.5)  # type: ignore[arg-type]
+    assert Limits().margin == 0.5
+    assert Limits(window=1.0).margin == 0.02
