@@ -203,3 +203,11 @@ def _number(text: str | None, kind: type[int] | type[float]) -> Any:
         return kind(float(text)) if kind is int else float(text)
     except ValueError:
         return None  # a malformed hint is no hint
+
+
+# Resolve the string annotations now, while this module's globals are at hand: `asyncsdk`
+# re-labels the public classes as its own (`__module__`), and cattrs reads the types later.
+for _cls in (ApiStatus, AccountDetails, Credits, ApiKeyInfo, AccountInfo, Generation,
+             GenerationPage, Submission, RateLimitInfo):  # fmt: skip
+    attrs.resolve_types(_cls)
+del _cls

@@ -122,3 +122,8 @@ class ApiError(Exception):
         self.message = template.format(**params) + (f" {detail}" if detail else "")
         self.headers = dict(headers or {})
         super().__init__(f"{code}: {self.message}")
+
+
+def validation_error(field: str, why: str) -> ApiError:
+    """VALIDATION_ERROR naming the offending field after the seed's text."""
+    return ApiError("VALIDATION_ERROR", detail=f"({field}: {why})")

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ._errors import ApiError
+from ._errors import ApiError, validation_error
 from ._settings import ASPECT_RATIOS, MATCH_INPUT_IMAGE, MB, OUTPUT_FORMATS, Settings
 from ._state import Submission
 
@@ -56,16 +56,16 @@ def parse_submission(model: str, body: bytes, settings: Settings) -> Submission:
     except (ValueError, UnicodeDecodeError):
         raise ApiError("INVALID_JSON") from None
     if not isinstance(payload, dict):
-        raise _invalid("body", "must be a JSON object")
+        raise validation_error("body", "must be a JSON object")
     spec = settings.models.get(model)
     if spec is None:
-        raise _invalid("model", f"unknown model identifier {model!r}")
+        raise validation_error("model", f"unknown model identifier {model!r}")
 
     prompt = payload.get("prompt")
     if not isinstance(prompt, str) or not 1 <= len(prompt) <= 2000 or not prompt.strip():
-        raise _invalid("prompt", "is required: a string of 1-2000 characters")
+        raise validation_error("prompt", "is required: a string of 1-2000 characters")
     if len(prompt) < spec.min_prompt:
-        raise _invalid("prompt", f"{model} needs at least {spec.min_prompt} characters")
+        raise validation_error("prompt", f"{model} needs at least {spec.min_prompt} characters")
     name = _optional(payload, "name", str, lambda v: 3 <= len(v) <= 30, "3-30 characters")
     output_number = _optional(payload, "output_number", int, lambda v: 1 <= v <= 4, "1-4")
     images = _image_input(payload.get("image_input"))
@@ -90,10 +90,6 @@ def parse_submission(model: str, body: bytes, settings: Settings) -> Submission:
     )
 
 
-def _invalid(field: str, why: str) -> ApiError:
-    return ApiError("VALIDATION_ERROR", detail=f"({field}: {why})")
-
-
 def _optional(
     payload: dict[str, Any], field: str, kind: type, ok: Callable[[Any], bool], what: str
 ) -> Any:
@@ -102,7 +98,7 @@ def _optional(
         return None
     # bool is an int subclass, and JSON true must not pass for output_number 1.
     if not isinstance(value, kind) or isinstance(value, bool) or not ok(value):
-        raise _invalid(field, f"must be {what}")
+        raise validation_error(field, f"must be {what}")
     return value
 
 
@@ -110,19 +106,19 @@ def _image_input(value: object) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_IMAGES:
-        raise _invalid("image_input", f"must be a list of 1-{MAX_IMAGES} images")
+        raise validation_error("image_input", f"must be a list of 1-{MAX_IMAGES} images")
     for index, item in enumerate(value, start=1):
         if not isinstance(item, str):
-            raise _invalid("image_input", f"image {index} must be a string")
+            raise validation_error("image_input", f"image {index} must be a string")
         if (match := DATA_URI.fullmatch(item)) is not None:
             try:
                 base64.b64decode(match["data"], validate=True)
             except binascii.Error:
-                raise _invalid("image_input", f"image {index} is not valid base64") from None
+                raise validation_error("image_input", f"image {index} is not valid base64") from None
             continue
         parts = urlsplit(item)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise _invalid("image_input", f"image {index} must be an http(s) URL or data URI")
+            raise validation_error("image_input", f"image {index} must be an http(s) URL or data URI")
     return tuple(value)
 
 

@@ -183,8 +183,6 @@ class State:
         self.clock = clock
         self.accounts: dict[str, Account] = {}
         self.generations: dict[str, Generation] = {}
-        #: Called with each new generation (the app schedules webhooks with it).
-        self.created_hooks: list[Callable[[Generation], None]] = []
         # Wall time is derived from the monotonic clock so both agree on every duration.
         self._wall_offset = time.time() - clock()
 
@@ -335,8 +333,6 @@ class State:
         in_progress = len(account.running)
         if in_progress > self.stats.max_in_progress[account.token]:
             self.stats.max_in_progress[account.token] = in_progress
-        for hook in self.created_hooks:
-            hook(generation)
         return generation
 
     def _throttle(self, account: Account, code: str, wait: float, **params: object) -> ApiError:
