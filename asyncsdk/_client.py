@@ -220,12 +220,14 @@ class AsyncClient:
     ) -> None:
         await self.aclose()
 
-    def _open(self) -> None:
+    def _open(self) -> AccountGate:
+        """The account gate of an open client (opening it on first use)."""
         if self._state is _State.CLOSED:
             raise RuntimeError("this AsyncClient is closed; create a new one")
-        if self._state is _State.UNOPENED:
+        if self._gate is None:
             self._state = _State.OPENED
             self._gate = self._gate_backend.account(self._account_key, self.limits)
+        return self._gate
 
     async def aclose(self) -> None:
         """Close the HTTP session (unless it was passed in). Safe to call twice."""
@@ -245,13 +247,11 @@ class AsyncClient:
     @property
     def gate(self) -> AccountGate:
         """This client's account gate (``statistics()`` shows the queue and the window)."""
-        self._open()
-        assert self._gate is not None
-        return self._gate
+        return self._gate if self._gate is not None else self._open()
 
     # -- reads ---------------------------------------------------------------------------------
     async def _read_once(self, path: str, params: Mapping[str, str | int] | None) -> Response:
-        gate = self.gate
+        gate = self._open()
         await gate.read_turn()
         response = await self._transport.request("GET", path, params=params)
         if response.rate_limit is not None:
@@ -381,7 +381,7 @@ class AsyncClient:
         return body
 
     async def _submit(self, model: str, body: dict[str, Any]) -> Submission:
-        gate = self.gate
+        gate = self._open()
         waits = wait_times(*self._backoff)
         next(waits)
         path = f"/image-generation/{model}"

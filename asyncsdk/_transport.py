@@ -71,6 +71,8 @@ class Transport:
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._timeout = timeout
+        # Passed on each request too, so that a session handed in gets the client's timeout.
+        self._client_timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = session
         self._owns_session = session is None
 
@@ -81,8 +83,7 @@ class Transport:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                raise_for_status=False,
+                timeout=self._client_timeout, raise_for_status=False
             )
         return self._session
 
@@ -112,6 +113,7 @@ class Transport:
                 params=params,
                 data=None if json_body is None else json.dumps(json_body).encode(),
                 headers=self._headers if json_body is None else self._json_headers,
+                timeout=self._client_timeout,
             ) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
@@ -139,7 +141,9 @@ class Transport:
     async def stream(self, url: str) -> AsyncIterator[tuple[str | None, AsyncIterator[bytes]]]:
         """GET ``url`` (no auth headers) and yield its content type and body chunks."""
         with _translate("GET", url, self._timeout):
-            async with self.session.get(url, headers={"User-Agent": USER_AGENT}) as resp:
+            async with self.session.get(
+                url, headers={"User-Agent": USER_AGENT}, timeout=self._client_timeout
+            ) as resp:
                 if resp.status >= 300:
                     body = await resp.read()
                     raise _api_error(

@@ -212,7 +212,9 @@ class _Server:
             self.state.record(generation, origin, listing=True)
             for generation in generations[offset : offset + limit]
         ]
-        return _ok({"generations": page, "total": len(generations), "limit": limit, "offset": offset})
+        return _ok(
+            {"generations": page, "total": len(generations), "limit": limit, "offset": offset}
+        )
 
     async def get_generation(self, request: web.Request) -> web.Response:
         account = self._authenticate(request)
@@ -252,7 +254,9 @@ class _Server:
     # Files.
 
     async def output_image(self, request: web.Request) -> web.Response:
-        found = self.state.image(request.match_info["generationId"], int(request.match_info["index"]))
+        found = self.state.image(
+            request.match_info["generationId"], int(request.match_info["index"])
+        )
         if found is None:
             raise ApiError("NOT_FOUND")
         return _png(render(*found))

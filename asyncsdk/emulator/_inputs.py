@@ -114,11 +114,15 @@ def _image_input(value: object) -> tuple[str, ...]:
             try:
                 base64.b64decode(match["data"], validate=True)
             except binascii.Error:
-                raise validation_error("image_input", f"image {index} is not valid base64") from None
+                raise validation_error(
+                    "image_input", f"image {index} is not valid base64"
+                ) from None
             continue
         parts = urlsplit(item)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise validation_error("image_input", f"image {index} must be an http(s) URL or data URI")
+            raise validation_error(
+                "image_input", f"image {index} must be an http(s) URL or data URI"
+            )
     return tuple(value)
 
 

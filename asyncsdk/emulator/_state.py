@@ -161,10 +161,13 @@ class Account:
 
     @property
     def total(self) -> int:
-        return sum(getattr(self, bucket) for bucket in CREDIT_BUCKETS) - self.spent
+        return sum(self.buckets().values()) - self.spent
+
+    def buckets(self) -> dict[str, int]:
+        return {bucket: int(getattr(self, bucket)) for bucket in CREDIT_BUCKETS}
 
     def credits(self) -> Json:
-        return {"total": self.total} | {bucket: getattr(self, bucket) for bucket in CREDIT_BUCKETS}
+        return {"total": self.total} | self.buckets()
 
 
 class State:
@@ -272,7 +275,9 @@ class State:
             "X-RateLimit-Reset": str(math.ceil(self.wall(frees_at))),
         }
 
-    def submit(self, account: Account, submission: Submission, input_kinds: list[str]) -> Generation:
+    def submit(
+        self, account: Account, submission: Submission, input_kinds: list[str]
+    ) -> Generation:
         """Check the limits in order (window, concurrency, credits) and create a generation.
 
         Only a submission that creates a generation takes a place in the window.
@@ -282,16 +287,14 @@ class State:
         self.settle(account, now)
         if len(account.window) >= settings.submissions:
             frees_at = account.window[0] + settings.scaled(settings.window)
-            raise self._throttle(
-                account,
-                "RATE_LIMIT_ERROR",
-                frees_at - now,
-                limit=settings.submissions,
-                period=settings.window_phrase(),
+            error = ApiError(
+                "RATE_LIMIT_ERROR", limit=settings.submissions, period=settings.window_phrase()
             )
+            raise self._throttle(account, error, frees_at - now)
         if len(account.running) >= settings.concurrent:
             soonest = min(generation.ends_at for generation in account.running)
-            raise self._throttle(account, "CONCURRENT_GENERATION_ERROR", soonest - now)
+            error = ApiError("CONCURRENT_GENERATION_ERROR")
+            raise self._throttle(account, error, soonest - now)
         cost = settings.models[submission.model].cost * submission.output_number
         if account.total < cost:
             raise ApiError("INSUFFICIENT_CREDITS", required=cost)
@@ -335,10 +338,10 @@ class State:
             self.stats.max_in_progress[account.token] = in_progress
         return generation
 
-    def _throttle(self, account: Account, code: str, wait: float, **params: object) -> ApiError:
-        self.stats.throttled[account.token][code] += 1
-        retry_after = str(max(1, math.ceil(wait)))
-        return ApiError(code, headers={"Retry-After": retry_after}, **params)
+    def _throttle(self, account: Account, error: ApiError, wait: float) -> ApiError:
+        self.stats.throttled[account.token][error.code] += 1
+        error.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return error
 
     # Reading.
 
@@ -381,9 +384,7 @@ class State:
             "creditCost": generation.credit_cost,
             "failureReason": generation.failure_reason if failed else None,
             "predictTime": (
-                round(max(0.0, generation.ends_at - generation.processing_at), 6)
-                if ended
-                else None
+                round(max(0.0, generation.ends_at - generation.processing_at), 6) if ended else None
             ),
             "totalTime": round(generation.ends_at - generation.created, 6) if ended else None,
             "createdAt": iso_naive(self.wall(generation.created)),

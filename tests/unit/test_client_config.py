@@ -32,9 +32,7 @@ def test_key_never_in_repr_or_vars_repr() -> None:
     assert "bye_" not in repr(client)
 
 
-@pytest.mark.parametrize(
-    "url", ["http://example.com/api/v1", "http://10.0.0.5:8080/api/v1"]
-)
+@pytest.mark.parametrize("url", ["http://example.com/api/v1", "http://10.0.0.5:8080/api/v1"])
 def test_plain_http_to_a_remote_host_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="plain http") as caught:
         AsyncClient(KEY, base_url=url)
@@ -80,9 +78,10 @@ async def test_bad_arguments_fail_before_sending() -> None:
 async def test_two_clients_on_one_key_share_a_gate() -> None:
     limits = Limits(submissions=3, window=1.0)
     url = "http://127.0.0.1:9/api/v1"
-    async with AsyncClient(KEY, base_url=url, limits=limits) as a, AsyncClient(
-        KEY, base_url=url, limits=limits
-    ) as b:
+    async with (
+        AsyncClient(KEY, base_url=url, limits=limits) as a,
+        AsyncClient(KEY, base_url=url, limits=limits) as b,
+    ):
         assert a.gate is b.gate
         other = AsyncClient(KEY + "0", base_url=url, limits=limits)
         assert other.gate is not a.gate

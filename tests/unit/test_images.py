@@ -44,7 +44,7 @@ async def test_per_image_limit_is_checked_before_reading(tmp_path: Path) -> None
 
 async def test_total_limit() -> None:
     eight_mb = PNG + b"\x00" * (8 * 1024 * 1024)
-    with pytest.raises(ImageInputError, match="together.*20.00MB"):
+    with pytest.raises(ImageInputError, match=r"together.*20\.00MB"):
         await image_inputs([eight_mb, eight_mb, eight_mb])
 
 

@@ -169,7 +169,7 @@ async def test_slot_is_freed_on_every_path(path: str) -> None:
 
 
 async def test_cancelling_a_watcher_does_not_free_the_slot() -> None:
-    gate, clock = make_gate(submissions=10)
+    gate, _ = make_gate(submissions=10)
     permit = await gate.acquire()
     await permit.answered("gen-1", None)
     with anyio.move_on_after(0), gate.watching("gen-1"):
@@ -214,7 +214,7 @@ async def test_watched_holders_are_not_probed() -> None:
 
 
 async def test_server_headers_resync_the_window() -> None:
-    gate, clock = make_gate(submissions=5, window=60.0)
+    gate, _ = make_gate(submissions=5, window=60.0)
     info = RateLimitInfo(limit=5, remaining=0, reset_at=None, retry_after=2.0)
     gate.note_rate_limit(info, submission=True)
     assert gate.statistics().submissions_in_window == 5
