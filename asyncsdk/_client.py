@@ -94,6 +94,8 @@ _CONTENT_TYPES: Final = {"image/png": "png", "image/jpeg": "jpg", "image/webp": 
 _CLAIMED_MEMORY: Final = 4096
 #: Pauses (in poll intervals) between the list look-ups that reconcile a lost answer.
 _RECONCILE_STEPS: Final = (0.0, 0.5, 1.0, 2.0)
+#: How far the service's clock may run behind ours when matching creation times, in seconds.
+_CLOCK_SKEW: Final = 300.0
 
 
 class _State(enum.Enum):
@@ -380,34 +382,42 @@ class AsyncClient:
             body["name"] = "sdk-" + secrets.token_hex(8)
         return body
 
-    async def _submit(self, model: str, body: dict[str, Any]) -> Submission:
+    async def _submit(
+        self, model: str, body: dict[str, Any], *, permit: Permit | None = None
+    ) -> Submission:
+        """Send a prepared body through the gate, retrying by the rules in :mod:`._retry`.
+
+        ``permit``: one already taken from this client's gate (the batch runner takes it
+        before it picks a job, so that a job goes to the account that can start it first).
+        """
         gate = self._open()
         waits = wait_times(*self._backoff)
         next(waits)
         path = f"/image-generation/{model}"
         attempt = 0
         while True:
-            permit = await gate.acquire(probe=self._probe)
+            current = permit if permit is not None else await gate.acquire(probe=self._probe)
+            permit = None  # a permit serves one attempt
             sent_at = time.time()
             try:
                 response = await self._transport.request("POST", path, json_body=body)
             except APIConnectionError as exc:
                 error: AsyncSDKError = exc
                 if exc.request_sent:
-                    found = await self._settle_lost(permit, body, sent_at)
+                    found = await self._settle_lost(current, body, sent_at)
                     if found is not None:
                         return found
                 else:
-                    await permit.answered(None, None)
+                    await current.answered(None, None)
             except APIError as exc:
                 error = exc
                 if isinstance(exc, ServerError) and exc.code not in NOTHING_CREATED_CODES:
                     # A 5xx that does not promise "nothing created": treat as a lost answer.
-                    found = await self._settle_lost(permit, body, sent_at)
+                    found = await self._settle_lost(current, body, sent_at)
                     if found is not None:
                         return found
                 else:
-                    await permit.answered(None, exc.rate_limit)
+                    await current.answered(None, exc.rate_limit)
                     if isinstance(exc, ConcurrencyLimitError):
                         # The gate now waits for that generation to end: no pause, and it
                         # costs no attempt as long as there is one to wait for.
@@ -417,11 +427,11 @@ class AsyncClient:
                         raise  # 400/401/402/404: nothing to retry
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    await permit.unanswered()
+                    await current.unanswered()
                 raise
             else:
                 submission = _structure(response, response.data, Submission)
-                await permit.answered(submission.generation_id, response.rate_limit)
+                await current.answered(submission.generation_id, response.rate_limit)
                 self._claim(submission.generation_id)
                 return submission
             attempt += 1
@@ -445,25 +455,37 @@ class AsyncClient:
         return Submission(found.generation_id, found.status, found.credit_cost)
 
     async def _reconcile(self, body: Mapping[str, Any], sent_at: float) -> Generation | None:
-        """Look for the generation a lost submission may have created (by its tag)."""
+        """Look for the generation a lost submission may have created, a few times."""
         for step in _RECONCILE_STEPS:
             await anyio.sleep(step * self.poll_interval)
             try:
-                page = await self.list_generations(limit=20)
+                found = await self.find_submission(body["name"], body["prompt"], since=sent_at)
             except (APIConnectionError, ServerError):
                 continue
-            for generation in page.generations:
-                if (
-                    generation.name == body["name"]
-                    and generation.prompt == body["prompt"]
-                    and generation.generation_id not in self._claimed
-                    and (
-                        generation.created_at is None
-                        or generation.created_at.timestamp() >= sent_at - self.limits.window
-                    )
-                ):
-                    self._claim(generation.generation_id)
-                    return generation
+            if found is not None:
+                return found
+        return None
+
+    async def find_submission(self, name: str, prompt: str, *, since: float) -> Generation | None:
+        """The generation created with this ``name`` and ``prompt`` since Unix time ``since``
+        and not yet claimed by this client, or ``None``; claims what it returns.
+
+        This is how a submission whose answer was lost (or whose process was killed) is
+        recognised: the list is scanned newest first until records are older than ``since``
+        (less a clock-skew allowance).
+        """
+        horizon = since - _CLOCK_SKEW
+        async for generation in self.iter_generations(page_size=20):
+            created = generation.created_at
+            if created is not None and created.timestamp() < horizon:
+                return None
+            if (
+                generation.name == name
+                and generation.prompt == prompt
+                and generation.generation_id not in self._claimed
+            ):
+                self._claim(generation.generation_id)
+                return generation
         return None
 
     def _claim(self, generation_id: str) -> None:
@@ -547,18 +569,23 @@ class AsyncClient:
 
     # -- downloads -----------------------------------------------------------------------------
     async def download(
-        self, generation: Generation | str, directory: str | os.PathLike[str]
+        self,
+        generation: Generation | str,
+        directory: str | os.PathLike[str],
+        *,
+        prefix: str | None = None,
     ) -> list[Path]:
         """Save every output image of a generation into ``directory``; the paths, in order.
 
-        Files are named ``<generation id>-<n>.<ext>`` (never from the URL) and written
-        atomically (a temporary file renamed into place), all images concurrently.
+        Files are named ``<prefix>-<n>.<ext>`` (the prefix defaults to the generation id;
+        nothing is ever taken from the URL) and written atomically (a temporary file renamed
+        into place), all images concurrently.
         """
         if isinstance(generation, str):
             generation = await self.get_generation(generation)
         target = Path(directory)
         await anyio.Path(target).mkdir(parents=True, exist_ok=True)
-        stem = re.sub(r"[^A-Za-z0-9_-]", "_", generation.generation_id)
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", prefix or generation.generation_id).lstrip(".")
         paths: list[Path | None] = [None] * len(generation.output_images)
 
         async def fetch(index: int, url: str) -> None:

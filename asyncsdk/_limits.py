@@ -149,6 +149,11 @@ class SubmissionWindow:
         """The submission's answer came (or was lost) at ``now``: it stays counted for a window."""
         entry.expires = now + self.window + self.margin
 
+    def discard(self, entry: _Entry) -> None:
+        """Forget an entry whose submission was never sent."""
+        if entry in self._entries:
+            self._entries.remove(entry)
+
     def resync(self, now: float, remaining: int, resets_in: float | None) -> None:
         """Align with the server's count: never believe more room than it reports."""
         self._prune(now)
@@ -190,6 +195,9 @@ class Permit(Protocol):
 
     async def abandon(self) -> None:
         """Reconciliation found that nothing was created: free the slot."""
+
+    async def discard(self) -> None:
+        """The submission was never sent: give back the window entry and the slot."""
 
 
 class AccountGate(Protocol):
@@ -397,6 +405,10 @@ class _LocalPermit:
         self.gate._take(self.hold, generation_id)
 
     async def abandon(self) -> None:
+        self.gate._drop(self.hold)
+
+    async def discard(self) -> None:
+        self.gate._window.discard(self.entry)
         self.gate._drop(self.hold)
 
 

@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
+import anyio
 import attrs
 import pytest
 from multidict import CIMultiDictProxy
@@ -81,6 +82,15 @@ class Api:
         assert reply.status == 200, reply.body
         data: dict[str, Any] = reply.data
         return data
+
+    async def wait_for(self, generation_id: str, status: str) -> dict[str, Any]:
+        """Poll until the generation reaches `status` (at most 3 seconds)."""
+        with anyio.fail_after(3):
+            while True:
+                record = await self.generation(generation_id)
+                if record["status"] == status:
+                    return record
+                await anyio.sleep(0.01)
 
 
 Serve = Callable[..., Awaitable[tuple[Emulator, Api]]]

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from asyncsdk.emulator import Emulator
 
 if TYPE_CHECKING:
-    from conftest import Api, Serve
+    from conftest import Serve
 
 pytestmark = pytest.mark.anyio
 
@@ -41,13 +41,6 @@ SEED_MESSAGES = {
 FAKE_PNG = base64.b64encode(
     b"\x89PNG\r\n\x1a\n" + bytes(16)  # only the signature matters to the emulator
 ).decode()
-
-
-async def wait_for_status(api: Api, generation_id: str, status: str) -> dict[str, Any]:
-    with anyio.fail_after(3):
-        while (record := await api.generation(generation_id))["status"] != status:
-            await anyio.sleep(0.01)
-    return record
 
 
 def decode_png(data: bytes) -> tuple[int, int, bytes]:
@@ -163,7 +156,7 @@ async def test_revoked_token_and_deleted_account(serve: Serve) -> None:
 async def test_every_response_carries_a_fresh_request_id(serve: Serve) -> None:
     _, api = await serve()
     submitted = await api.submit()
-    record = await wait_for_status(api, submitted.data["generationId"], "succeeded")
+    record = await api.wait_for(submitted.data["generationId"], "succeeded")
     replies = [
         await api.get("/status"),
         submitted,
@@ -257,8 +250,8 @@ async def test_outputs_are_real_deterministic_pngs(serve: Serve) -> None:
     second = (await api.submit(json=body)).data["generationId"]
     running = await api.get(api.base_url.replace("/api/v1", f"/files/{first}/1.png"), headers={})
     assert (running.status, running.error) == (404, "NOT_FOUND")
-    one = await wait_for_status(api, first, "succeeded")
-    two = await wait_for_status(api, second, "succeeded")
+    one = await api.wait_for(first, "succeeded")
+    two = await api.wait_for(second, "succeeded")
     assert len(one["outputImages"]) == 2
     assert all(url.startswith(f"{emulator.url}/files/{first}/") for url in one["outputImages"])
     files = [(await api.get(url, headers={})) for url in one["outputImages"] + two["outputImages"]]
@@ -376,7 +369,7 @@ async def test_invalid_json(serve: Serve, raw: bytes) -> None:
 
 
 async def test_extra_keys_pass_and_images_allow_match_input_image(serve: Serve) -> None:
-    emulator, api = await serve()
+    _, api = await serve()
     body = {
         "prompt": "the same room, brighter",
         "aspect_ratio": "match_input_image",

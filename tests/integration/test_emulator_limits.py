@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Api, Serve
+    from conftest import Serve
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_for_status(api: Api, generation_id: str, status: str) -> dict[str, Any]:
-    with anyio.fail_after(3):
-        while (record := await api.generation(generation_id))["status"] != status:
-            await anyio.sleep(0.01)
-    return record
 
 
 async def test_eleventh_submission_in_the_window_is_refused_then_allowed(serve: Serve) -> None:
@@ -78,7 +71,7 @@ async def test_one_generation_in_progress(serve: Serve) -> None:
     )
     assert busy.headers["Retry-After"] == "1"
     assert busy.headers["X-RateLimit-Remaining"] == "9"  # the 429 took no place
-    await wait_for_status(api, first, "succeeded")
+    await api.wait_for(first, "succeeded")
     assert (await api.submit()).status == 200
     assert emulator.stats.throttled[api.token] == {"CONCURRENT_GENERATION_ERROR": 1}
     assert emulator.stats.max_in_progress[api.token] == 1
@@ -111,12 +104,12 @@ async def test_insufficient_credits_reserves_nothing(serve: Serve) -> None:
 
 
 async def test_credits_are_reserved_then_kept_on_success(serve: Serve) -> None:
-    emulator, api = await serve(credits=100)
+    _, api = await serve(credits=100)
     generation_id = (await api.submit(json={"prompt": "kite", "output_number": 2})).data[
         "generationId"
     ]
     assert (await api.get("/data/account")).data["credits"]["total"] == 96
-    await wait_for_status(api, generation_id, "succeeded")
+    await api.wait_for(generation_id, "succeeded")
     credits = (await api.get("/data/account")).data["credits"]
     assert (credits["total"], credits["refunded"]) == (96, 0)
 
@@ -128,7 +121,7 @@ async def test_a_failed_generation_is_refunded(serve: Serve) -> None:
         "generationId"
     ]
     assert emulator.credits(api.token)["total"] == 96
-    record = await wait_for_status(api, generation_id, "failed")
+    record = await api.wait_for(generation_id, "failed")
     assert record["failureReason"] == "The model refused."
     assert (record["outputSuccess"], record["outputFailed"], record["outputImages"]) == (0, 2, [])
     assert record["creditCost"] == 4
@@ -140,7 +133,7 @@ async def test_a_failed_generation_is_refunded(serve: Serve) -> None:
     }  # fmt: skip
     # The next generation is not scripted to fail.
     second = (await api.submit()).data["generationId"]
-    await wait_for_status(api, second, "succeeded")
+    await api.wait_for(second, "succeeded")
 
 
 async def test_a_stuck_generation_is_cancelled_at_the_deadline_and_refunded(
@@ -153,7 +146,7 @@ async def test_a_stuck_generation_is_cancelled_at_the_deadline_and_refunded(
     assert (await api.submit()).error == "CONCURRENT_GENERATION_ERROR"
     await anyio.sleep(0.2)
     assert (await api.generation(generation_id))["status"] == "processing"
-    record = await wait_for_status(api, generation_id, "failed")
+    record = await api.wait_for(generation_id, "failed")
     assert time.monotonic() - created >= 0.4
     assert record["failureReason"] == "Generation timed out after 0.4 seconds and was cancelled"
     assert record["totalTime"] == pytest.approx(0.4, abs=1e-6)
@@ -165,9 +158,9 @@ async def test_a_stuck_generation_is_cancelled_at_the_deadline_and_refunded(
 
 
 async def test_slow_processing_also_hits_the_deadline(serve: Serve) -> None:
-    emulator, api = await serve(generation_timeout=0.3, processing_time=5.0)
+    _, api = await serve(generation_timeout=0.3, processing_time=5.0)
     generation_id = (await api.submit()).data["generationId"]
-    record = await wait_for_status(api, generation_id, "failed")
+    record = await api.wait_for(generation_id, "failed")
     assert "timed out after 0.3 seconds" in record["failureReason"]
 
 
@@ -181,7 +174,7 @@ async def test_processing_time_may_be_a_callable(serve: Serve) -> None:
     _, api = await serve(processing_time=processing, starting_time=0.0, concurrent=2)
     slow = (await api.submit(json={"prompt": "slow one"})).data["generationId"]
     fast = (await api.submit("bfl/flux-schnell", json={"prompt": "fast one"})).data["generationId"]
-    await wait_for_status(api, fast, "succeeded")
+    await api.wait_for(fast, "succeeded")
     assert (await api.generation(slow))["status"] == "processing"
     assert calls == [("google/nano-banana", "slow one"), ("bfl/flux-schnell", "fast one")]
 
@@ -200,11 +193,11 @@ async def test_time_scale_compresses_every_duration(serve: Serve) -> None:
     refused = await api.submit()
     assert refused.error == "RATE_LIMIT_ERROR"
     assert "per 0.6 seconds" in refused.body["message"]
-    record = await wait_for_status(api, generation_id, "failed")
+    record = await api.wait_for(generation_id, "failed")
     assert record["failureReason"] == "Generation timed out after 0.5 seconds and was cancelled"
     await anyio.sleep(0.15)  # the 0.6 s window has passed by now
     second = (await api.submit()).data["generationId"]
-    record = await wait_for_status(api, second, "succeeded")
+    record = await api.wait_for(second, "succeeded")
     assert record["totalTime"] == pytest.approx(0.035, abs=1e-6)
 
 
