@@ -10,6 +10,11 @@ The public surface is this module: every name below is re-exported explicitly fr
 module (``_client``, ``_errors``, ...), and tracebacks show them as ``asyncsdk.Name``.
 """
 
+from ._batch import AccountProgress as AccountProgress
+from ._batch import BatchProgress as BatchProgress
+from ._batch import BatchRunner as BatchRunner
+from ._batch import Job as Job
+from ._batch import JobResult as JobResult
 from ._client import AsyncClient as AsyncClient
 from ._config import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._config import Limits as Limits
@@ -28,6 +33,7 @@ from ._errors import InsufficientCreditsError as InsufficientCreditsError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import RateLimitError as RateLimitError
 from ._errors import ServerError as ServerError
+from ._journal import Journal as Journal
 from ._limits import AccountGate as AccountGate
 from ._limits import Gate as Gate
 from ._limits import GateStatistics as GateStatistics
@@ -51,12 +57,15 @@ __all__ = [
     "AccountDetails",
     "AccountGate",
     "AccountInfo",
+    "AccountProgress",
     "ApiKeyInfo",
     "ApiStatus",
     "AsyncClient",
     "AsyncSDKError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchProgress",
+    "BatchRunner",
     "ConcurrencyLimitError",
     "ContentPolicyError",
     "Credits",
@@ -70,6 +79,9 @@ __all__ = [
     "GenerationTimeoutError",
     "ImageInputError",
     "InsufficientCreditsError",
+    "Job",
+    "JobResult",
+    "Journal",
     "Limits",
     "LocalGate",
     "NotFoundError",

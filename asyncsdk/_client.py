@@ -35,7 +35,7 @@ import re
 import secrets
 import time
 import warnings
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -342,7 +342,7 @@ class AsyncClient:
         Other keyword arguments (``seed=...``) are passed to the model untouched.
         A lost answer is reconciled through the list, so the call never pays twice.
         """
-        body = await self._submission_body(
+        body = await self._prepare(
             model,
             prompt,
             name=name,
@@ -350,28 +350,37 @@ class AsyncClient:
             aspect_ratio=aspect_ratio,
             output_format=output_format,
             images=images,
-            extra=extra,
+            **extra,
         )
         return await self._submit(model, body)
 
-    async def _submission_body(
+    async def _prepare(
         self,
         model: str,
         prompt: str,
         *,
-        images: Images | None,
-        extra: Mapping[str, Any],
-        **fields: Any,
+        name: str | None = None,
+        output_number: int | None = None,
+        aspect_ratio: str | None = None,
+        output_format: str | None = None,
+        images: Images | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
+        """The JSON body of a submission (same arguments as :meth:`submit`), checked."""
         if not isinstance(model, str) or not _MODEL_ID.match(model):
             raise ValueError(
                 f"model must look like 'lab/model' (e.g. 'google/nano-banana'), got {model!r}"
             )
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt must be a non-empty string")
-        clash = sorted(set(extra) & {"prompt", "image_input"})
-        if clash:
-            raise ValueError(f"pass {', '.join(clash)} as the named argument, not as an extra")
+        if "image_input" in extra:
+            raise ValueError("pass input images as images=..., not image_input=")
+        fields = {
+            "name": name,
+            "output_number": output_number,
+            "aspect_ratio": aspect_ratio,
+            "output_format": output_format,
+        }
         body: dict[str, Any] = {"prompt": prompt}
         body.update((key, value) for key, value in fields.items() if value is not None)
         body.update(extra)
@@ -425,9 +434,9 @@ class AsyncClient:
                             continue
                     elif not isinstance(exc, (RateLimitError, ServerError)):
                         raise  # 400/401/402/404: nothing to retry
-            except BaseException:
+            except BaseException:  # cancelled mid-request: the slot's owner is unknown
                 with anyio.CancelScope(shield=True):
-                    await current.unanswered()
+                    await current.orphan()
                 raise
             else:
                 submission = _structure(response, response.data, Submission)
@@ -502,14 +511,18 @@ class AsyncClient:
         return bool(running)
 
     async def _probe(self, holders: Sequence[str | None]) -> None:
-        """Poll the slot holders nobody watches, so that their slots free when they end."""
-        for generation_id in holders:
-            if generation_id is None:
-                continue
-            try:
-                await self.get_generation(generation_id)
-            except AsyncSDKError as exc:
-                logger.debug("probe of %s failed: %s", generation_id, exc)
+        """Poll the slot holders nobody watches, so that their slots free when they end;
+        an orphaned slot (``None``) takes whatever the account is running, if anything."""
+        try:
+            for generation_id in holders:
+                if generation_id is not None:
+                    await self.get_generation(generation_id)
+            if None in holders:
+                page = await self.list_generations(limit=20)
+                running = [g.generation_id for g in page.generations if not g.status.is_terminal]
+                await self.gate.resolve_orphans(running)
+        except AsyncSDKError as exc:
+            logger.debug("probe of the slot holders failed: %s", exc)
 
     # -- live status ---------------------------------------------------------------------------
     async def watch(
@@ -541,8 +554,16 @@ class AsyncClient:
                     )
                 await anyio.sleep(schedule.next_delay(time.time()))
 
-    async def wait(self, generation_id: str, *, timeout: float | None = None) -> Generation:
+    async def wait(
+        self,
+        generation_id: str,
+        *,
+        timeout: float | None = None,
+        on_update: Callable[[Generation], object] | None = None,
+    ) -> Generation:
         """The generation once it has succeeded.
+
+        ``on_update`` is called with each status change on the way (progress displays).
 
         :raises GenerationFailedError: it ended ``failed`` (see ``.generation.failure_reason``).
         :raises GenerationTimeoutError: ``timeout`` seconds passed first (``.last_status``).
@@ -550,8 +571,9 @@ class AsyncClient:
         last: Generation | None = None
         with anyio.move_on_after(timeout) as scope:
             async with contextlib.aclosing(self.watch(generation_id)) as events:
-                async for last in events:  # noqa: B007  (the last one is the result)
-                    pass
+                async for last in events:
+                    if on_update is not None:
+                        on_update(last)
         if scope.cancelled_caught or last is None:
             raise GenerationTimeoutError(generation_id, last.status if last else None)
         if last.status is GenerationStatus.FAILED:

@@ -167,17 +167,18 @@ class SubmissionWindow:
 
 
 class _Hold:
-    """One taken generation slot."""
+    """One taken generation slot; ``orphan``: its submitter was cancelled before the answer."""
 
-    __slots__ = ("expires", "generation_id")
+    __slots__ = ("expires", "generation_id", "orphan")
 
     def __init__(self, generation_id: str | None, expires: float) -> None:
         self.generation_id = generation_id
         self.expires = expires
+        self.orphan = False
 
 
 Probe = Callable[[Sequence[str | None]], Awaitable[None]]
-"""Called by the head waiter with the unwatched slot holders (``None``: owner unknown)."""
+"""Called by the head waiter with the unwatched slot holders (``None``: an orphaned slot)."""
 
 
 class Permit(Protocol):
@@ -199,6 +200,10 @@ class Permit(Protocol):
     async def discard(self) -> None:
         """The submission was never sent: give back the window entry and the slot."""
 
+    async def orphan(self) -> None:
+        """The submitter was cancelled before the answer: nobody will reconcile this slot;
+        the gate's probe resolves it from the account's running generations."""
+
 
 class AccountGate(Protocol):
     """What the client needs from one account's gate; backends implement it."""
@@ -213,6 +218,10 @@ class AccountGate(Protocol):
 
     async def hold_foreign(self, generation_id: str) -> None:
         """A generation started elsewhere runs on the account: count it as a slot holder."""
+
+    async def resolve_orphans(self, running: Sequence[str]) -> None:
+        """The account's generations in progress right now: orphaned slots take one each
+        (if not held already), the rest are freed."""
 
     def note_rate_limit(self, info: RateLimitInfo, *, submission: bool) -> None:
         """Feed the server's rate-limit headers back (a submission's, or a read's)."""
@@ -290,6 +299,15 @@ class LocalAccountGate:
             self._holds.append(_Hold(generation_id, self._hold_expiry()))
             self._notify()
 
+    async def resolve_orphans(self, running: Sequence[str]) -> None:
+        held = {h.generation_id for h in self._holds}
+        unclaimed = [g for g in running if g not in held]
+        for hold in [h for h in self._holds if h.orphan]:
+            if unclaimed:
+                hold.generation_id, hold.orphan = unclaimed.pop(0), False
+            else:
+                self._drop(hold)
+
     @contextlib.contextmanager
     def watching(self, generation_id: str) -> Iterator[None]:
         self._watched[generation_id] = self._watched.get(generation_id, 0) + 1
@@ -328,7 +346,11 @@ class LocalAccountGate:
                 wake = admit_at
             else:
                 if probe is not None and now >= next_probe:
-                    unwatched = [h.generation_id for h in holds if not self._is_watched(h)]
+                    unwatched = [
+                        h.generation_id
+                        for h in holds
+                        if h.orphan or (h.generation_id is not None and not self._is_watched(h))
+                    ]
                     if unwatched:
                         await probe(unwatched)
                     next_probe = self.clock.now() + self.probe_interval
@@ -340,7 +362,7 @@ class LocalAccountGate:
             await self.clock.wait(self._changed, max(wake - now, 0.0))
 
     def _is_watched(self, hold: _Hold) -> bool:
-        return hold.generation_id is not None and hold.generation_id in self._watched
+        return hold.generation_id in self._watched
 
     def _check_deadline(self, wait: float) -> None:
         """Fail fast when the caller's deadline ends before the window has room."""
@@ -410,6 +432,10 @@ class _LocalPermit:
     async def discard(self) -> None:
         self.gate._window.discard(self.entry)
         self.gate._drop(self.hold)
+
+    async def orphan(self) -> None:
+        await self.unanswered()
+        self.hold.orphan = True
 
 
 class LocalGate:

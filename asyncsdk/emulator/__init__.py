@@ -25,22 +25,26 @@ Architecture (one concern per private module; the docstring of each holds its de
 
 Decisions where the contract is silent (each detailed where it is implemented):
 
-- Check order of a submission: auth, JSON, model, fields, NSFW, images, then window,
-  concurrency, credits. Only a submission that creates a generation takes a place in the
-  window; 400s, 402s, 429s and injected 500s do not (`_app`, `_state`).
+- Order of a submission's checks: scripted faults, auth, JSON, model, fields, NSFW, images,
+  then window, concurrency, credits, create. Only a submission that creates a generation takes
+  a place in the window; 400s, 402s, 429s and injected 500s do not (`_app`, `_state`).
 - An unknown model identifier is a VALIDATION_ERROR. `creditCost` = the model's per-image cost
-  x `output_number` (`_settings.DEFAULT_MODELS`).
-- Success of a submission is HTTP 200. Every POST answer after authentication carries the
+  x `output_number` (`_settings.DEFAULT_MODELS`; `google/nano-banana` costs 2).
+- A successful submission is HTTP 200. Every POST answer after authentication carries the
   X-RateLimit-* headers; 429s add Retry-After (`_app`).
 - `X-RateLimit-Reset` is when the oldest occupied window place frees, or now when the window is
   empty, in whole Unix seconds rounded up (`_state`).
 - Generation `createdAt` is naive UTC with microseconds; other timestamps end in ``Z``
-  (`_state`). Image outputs are always PNG at ``/files/<id>/<n>.png`` (n from 1), and
-  `imageInput` holds ``input/<id>/user_upload_image_<n>.<ext>`` paths.
-- The credit ledger keeps its buckets growing and `total` = buckets - spent (`_state`).
+  (`_state`). Outputs are always PNG at ``/files/<id>/<n>.png`` (n from 1, no auth), and
+  `imageInput` holds ``input/<id>/user_upload_image_<n>.<ext>`` paths (`_app`, `_state`).
+- Credits: `total` = free + purchased + refunded + redeemed + bonus + affiliate - spent.
+  Initial credits are `purchased`, refunds add to `refunded`, and `set_credits(n)` replaces
+  the ledger with one `purchased` grant of n (`_state`).
 - Limit values in messages and failure reasons are the effective (time-scaled) ones; a
   RATE_LIMIT_ERROR message says "per minute" only when the window is 60 s.
-- Unknown routes answer 404 NOT_FOUND in the error envelope (emulator-only code).
+- Request faults strike API routes only, before authentication (`_faults`).
+- Unknown routes answer 404 NOT_FOUND in the error envelope (an emulator-only code).
+- Webhooks, when `webhook_url` is set, fire once per generation when it ends (`_app`).
 """
 
 from ._emulator import Emulator as Emulator

@@ -36,7 +36,8 @@ Webhooks (when configured): each generation gets one timer at its `ends_at`; it 
 ``{"id": "evt_...", "type": "generation.completed" | "generation.failed", "created": <unix>,
 "data": <the Check Image Status record>}`` to `webhook_url` with
 ``X-Webhook-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``; the whole
-secret string (``whsec_...`` included) is the key. One attempt; delivery errors are logged.
+secret string (``whsec_...`` included) is the key. One attempt (10 s timeout); delivery errors
+are logged.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ API: Final = "/api/v1"
 UNMATCHED: Final = "<unmatched>"
 HTTP_CODES: Final = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
 QUERY_INT: Final = re.compile(r"[0-9]{1,9}")
+WEBHOOK_TIMEOUT: Final = aiohttp.ClientTimeout(total=10.0)
 
 logger = logging.getLogger("asyncsdk.emulator")
 
@@ -306,7 +308,9 @@ class _Server:
             digest = hmac.new(self.webhook_secret.encode(), signed, hashlib.sha256).hexdigest()
             headers["X-Webhook-Signature"] = f"t={now},v1={digest}"
         try:
-            async with self.session.post(self.webhook_url, data=body, headers=headers) as reply:
+            async with self.session.post(
+                self.webhook_url, data=body, headers=headers, timeout=WEBHOOK_TIMEOUT
+            ) as reply:
                 await reply.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             logger.warning("webhook delivery for %s failed: %r", generation.id, exc)

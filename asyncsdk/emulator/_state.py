@@ -37,7 +37,8 @@ is empty, `failureReason`, `predictTime` and `totalTime` are null, and the count
 `predictTime` is the time spent in `processing`, `totalTime` the time from creation to the end,
 both in seconds (on the emulator's clock) once the generation has ended. `currentImage` is the
 number of images available, `deletedImage` always 0 (nothing deletes images), `isPublic`
-always false. `modelProvider` is the full model identifier (``google/nano-banana``).
+always false. `modelProvider` is the full model identifier (``google/nano-banana``); `name`
+is the request's, or the prompt's first 30 characters when the request had none.
 `createdAt` of generation records is UTC *without* a time zone and with microseconds
 (``2026-01-20T04:00:40.991032``), as the public samples show; every other timestamp (status
 `timestamp`, account and API key `createdAt`) is UTC with milliseconds and a ``Z``.

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from asyncsdk.emulator import Emulator
 
 if TYPE_CHECKING:
-    from conftest import Serve
+    from .conftest import Serve
 
 pytestmark = pytest.mark.anyio
 

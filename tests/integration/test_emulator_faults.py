@@ -26,7 +26,7 @@ import asyncsdk
 from asyncsdk.emulator import Faults
 
 if TYPE_CHECKING:
-    from conftest import Serve
+    from .conftest import Serve
 
 pytestmark = pytest.mark.anyio
 

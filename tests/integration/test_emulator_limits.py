@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Serve
+    from .conftest import Serve
 
 pytestmark = pytest.mark.anyio
 

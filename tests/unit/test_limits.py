@@ -255,3 +255,23 @@ def test_limits_validate_their_arguments() -> None:
         Limits(submissions=2.5)  # type: ignore[arg-type]
     assert Limits().margin == 0.5
     assert Limits(window=1.0).margin == 0.02
+
+
+async def test_an_orphaned_slot_is_resolved_from_what_the_account_runs() -> None:
+    gate, clock = make_gate(submissions=10, concurrent=2)
+    first, second = await gate.acquire(), await gate.acquire()
+    await first.orphan()  # its submitter was cancelled mid-request
+    await second.orphan()
+    assert gate.statistics().holders == (None, None)
+    probed: list[list[str | None]] = []
+
+    async def probe(holders: object) -> None:
+        probed.append(list(holders))  # type: ignore[call-overload]
+        await gate.resolve_orphans(["gen-running"])  # one of the two requests got through
+
+    got: list[object] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _append(got, gate.acquire(probe=probe)))
+        await clock.run_until(lambda: bool(got), step=0.25)
+    assert probed == [[None, None]]
+    assert sorted(map(str, gate.statistics().holders)) == ["None", "gen-running"]

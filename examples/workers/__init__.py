@@ -1,0 +1,1 @@
+"""The workers example: N processes sharing accounts through Redis (see ``run.py``)."""

@@ -1,0 +1,147 @@
+"""Fixtures for the Redis gate tests: a real ``redis-server`` on a free loopback port.
+
+The server runs without persistence (``--save '' --appendonly no``) and is stopped when the
+session ends. Without ``redis-server`` on the PATH the tests skip, saying how to enable them;
+under CI (``CI=true``) a missing server is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("redis", reason="install the redis extra: pip install -e '.[redis]'")
+
+from asyncsdk._redis import RedisGate
+
+ROOT = Path(__file__).resolve().parents[2]
+HOW_TO_ENABLE = (
+    "install redis-server to run the Redis gate tests "
+    "(apt-get install -y redis-server, or brew install redis)"
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def redis_server_path() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"redis-server is missing under CI=true: {HOW_TO_ENABLE}")
+        pytest.skip(HOW_TO_ENABLE)
+    return path
+
+
+class RedisServer:
+    """One ``redis-server`` process on 127.0.0.1; ``stop()`` and ``start()`` again at will."""
+
+    def __init__(self, executable: str) -> None:
+        self.executable = executable
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        for _ in range(3):  # the free port may be taken between the probe and the bind
+            options = {"port": self.port, "bind": "127.0.0.1", "save": "", "appendonly": "no"}
+            argv = [self.executable, *(x for k, v in options.items() for x in (f"--{k}", str(v)))]
+            self.process = subprocess.Popen(
+                argv,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_ready(deadline=time.monotonic() + 10):
+                return
+            self.stop()
+            self.port = free_port()
+        raise RuntimeError("redis-server did not start")
+
+    def _wait_ready(self, deadline: float) -> bool:
+        assert self.process is not None
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return True
+            except OSError:
+                time.sleep(0.02)  # readiness poll of a starting process, bounded by deadline
+        return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The session's Redis; tests isolate themselves by namespace."""
+    server = RedisServer(redis_server_path())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis of this test alone (to stop it mid-run)."""
+    server = RedisServer(redis_server_path())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def gates(
+    redis_server: RedisServer, namespace: str
+) -> AsyncIterator[Callable[..., RedisGate]]:
+    """``make(**options)``: a new RedisGate (one per simulated process), closed at the end."""
+    made: list[RedisGate] = []
+
+    def make(**options: object) -> RedisGate:
+        options.setdefault("namespace", namespace)
+        gate = RedisGate.from_url(redis_server.url, **options)  # type: ignore[arg-type]
+        made.append(gate)
+        return gate
+
+    try:
+        yield make
+    finally:
+        for gate in made:
+            await gate.aclose()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -1,0 +1,405 @@
+"""RedisGate against a real Redis, without the emulator: each RedisGate stands for a process.
+
+The window property and the slot bound under concurrent acquirers from several gates, turns
+taken in ticket order, a killed holder's lease and a dead waiter's heartbeat running out,
+fencing of an expired lease, keys (namespaced, hashed, expiring), deadlines, cancellation,
+server hints, and the clear error when Redis is down.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+from asyncsdk import AsyncClient, AsyncSDKError, Limits, RateLimitError, RateLimitInfo
+from asyncsdk._client import account_key
+from asyncsdk._redis import RedisAccountGate, RedisGate, RedisGateError, redact_url
+
+from .conftest import ROOT, RedisServer, free_port
+
+pytestmark = pytest.mark.anyio
+
+MakeGate = Callable[..., RedisGate]
+
+
+@pytest.fixture
+async def inspect(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A plain client to look at what the gate wrote."""
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], *, timeout: float = 3.0) -> None:
+    """Poll an async predicate, a bounded number of times: readiness, never a guess at timing."""
+    pause = 0.005
+    for _ in range(int(timeout / pause)):
+        if await predicate():
+            return
+        await anyio.sleep(pause)
+    raise AssertionError(f"not true within {timeout}s")
+
+
+# -- the guarantees --------------------------------------------------------------------------
+async def test_window_and_slots_hold_across_processes(gates: MakeGate) -> None:
+    limits = Limits(submissions=3, window=0.3, concurrent=2, generation_timeout=2.0)
+    rng = random.Random(7)
+    sends: list[float] = []
+    running = 0
+    most = 0
+
+    async def worker(account: RedisAccountGate, name: str, jobs: int) -> None:
+        nonlocal running, most
+        for i in range(jobs):
+            permit = await account.acquire()
+            running += 1
+            most = max(most, running)
+            sends.append(time.monotonic())
+            await anyio.sleep(rng.uniform(0, 0.02))  # the round trip
+            await permit.answered(f"{name}-{i}", None)
+            await anyio.sleep(rng.uniform(0, 0.03))  # the generation
+            running -= 1
+            await account.release(f"{name}-{i}")
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for g in range(3):
+                account = gates().account("acct", limits)
+                for t in range(2):
+                    tg.start_soon(worker, account, f"g{g}t{t}", 2)
+    assert len(sends) == 12
+    assert most <= limits.concurrent
+    sends.sort()
+    for k, sent in enumerate(sends):
+        in_window = [s for s in sends[: k + 1] if s > sent - limits.window]
+        assert len(in_window) <= limits.submissions, (sent, in_window)
+    # 12 submissions at 3 per window need at least three full windows after the first.
+    assert sends[-1] - sends[0] >= 3 * limits.window
+
+
+async def test_processes_take_turns_in_ticket_order(gates: MakeGate) -> None:
+    limits = Limits(submissions=100, window=1.0, concurrent=1, generation_timeout=2.0)
+    accounts = [gates().account("acct", limits) for _ in range(3)]
+    observer = gates().account("acct", limits)
+    order: list[int] = []
+
+    async def worker(index: int, jobs: int) -> None:
+        account = accounts[index]
+        for i in range(jobs):
+            permit = await account.acquire()
+            if not order:  # the first holder waits until the other two processes queue
+                await until(lambda: _waiting_at_least(observer, 2))
+            order.append(index)
+            await permit.answered(f"p{index}-{i}", None)
+            await anyio.sleep(0.005)
+            await account.release(f"p{index}-{i}")
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for index in range(3):
+                for _ in range(2):  # two tasks per process: one queues in Redis at a time
+                    tg.start_soon(worker, index, 3)
+    assert sorted(order) == [0] * 6 + [1] * 6 + [2] * 6
+    # Round robin: every run of three admissions serves each process once.
+    for start in range(0, 18, 3):
+        assert sorted(order[start : start + 3]) == [0, 1, 2], order
+
+
+async def _waiting_at_least(account: RedisAccountGate, n: int) -> bool:
+    return (await account.fetch_statistics()).waiting >= n
+
+
+async def test_a_killed_holder_frees_the_slot_when_its_lease_expires(
+    gates: MakeGate, inspect: aioredis.Redis
+) -> None:
+    limits = Limits(submissions=10, window=5.0, concurrent=1, generation_timeout=5.0)
+    dying, other = gates(lease_ttl=0.3), gates(lease_ttl=0.3)
+    await dying.account("acct", limits).acquire()
+    await dying.aclose()  # killed: nothing renews its lease any more
+    killed = time.monotonic()
+    account = other.account("acct", limits)
+    with anyio.fail_after(3):
+        await account.acquire()
+    waited = time.monotonic() - killed
+    assert 0.2 <= waited < 1.5
+    # The dead holder's in-flight window entry now counts from its lease's end; the new
+    # holder's entry is the only one in flight.
+    scores = [s for _, s in await inspect.zrange(account.keys[0], 0, -1, withscores=True)]
+    assert len(scores) == 2
+    assert sum(math.isinf(s) for s in scores) == 1
+
+
+async def test_a_dead_waiter_leaves_the_queue_when_its_heartbeat_stops(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
+    holder = gates(lease_ttl=0.3).account("acct", limits)
+    ghost = gates(lease_ttl=0.3).account("acct", limits)
+    waiter = gates(lease_ttl=0.3).account("acct", limits)
+    permit = await holder.acquire()
+    # A process queues once (heartbeat 0.3 s) and is killed: it never comes back.
+    reply = await ghost._run("acquire", "ghost", "", 300, ghost._fingerprint, "", "")
+    assert reply.status == "slot"
+    await permit.answered(None, None)  # the slot is free, but the ghost is ahead
+    started = time.monotonic()
+    with anyio.fail_after(3):
+        await waiter.acquire()
+    assert time.monotonic() - started >= 0.15
+
+
+async def test_an_expired_lease_cannot_release_or_renew_the_next_one(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
+    stalled = gates(lease_ttl=0.3).account("acct", limits)
+    fresh = gates(lease_ttl=0.3).account("acct", limits)
+    old = await stalled.acquire()
+    stalled._held.clear()  # the process stalls: its renewals stop
+    with anyio.fail_after(3):
+        await fresh.acquire()  # once the stalled lease expired
+    member = old.member  # type: ignore[attr-defined]
+    reply = await stalled._run("renew", member, "0")
+    assert reply.a == [member]  # refused: the lease is gone, it is not revived
+    await old.abandon()  # compare-and-delete: the new holder's lease is not touched
+    stats = await fresh.fetch_statistics()
+    assert stats.in_progress == 1
+
+
+async def test_a_late_answer_on_an_expired_lease_becomes_a_fixed_hold(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
+    stalled = gates(lease_ttl=0.3).account("acct", limits)
+    other = gates(lease_ttl=0.3).account("acct", limits)
+    old = await stalled.acquire()
+    stalled._held.clear()
+    await until(lambda: _in_progress(other, 0))
+    await old.answered("gen-late", None)  # its generation runs: everybody must wait for it
+    assert (await other.fetch_statistics()).holders == ("gen-late",)
+    with anyio.move_on_after(0.5) as scope:
+        await other.acquire()
+    assert scope.cancelled_caught
+    await other.release("gen-late")  # seen ending, by any process
+    with anyio.fail_after(2):
+        await other.acquire()
+
+
+async def _in_progress(account: RedisAccountGate, n: int) -> bool:
+    return (await account.fetch_statistics()).in_progress == n
+
+
+async def test_hold_foreign_makes_every_process_wait(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
+    a, b = gates().account("acct", limits), gates().account("acct", limits)
+    await a.hold_foreign("gen-x")
+    await a.hold_foreign("gen-x")  # once per generation
+    assert (await b.fetch_statistics()).holders == ("gen-x",)
+    with anyio.move_on_after(0.3) as scope:
+        await b.acquire()
+    assert scope.cancelled_caught
+    await a.release("gen-x")
+    with anyio.fail_after(2):
+        await b.acquire()
+
+
+async def test_the_head_probes_holders_nobody_watches(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
+    a = gates().account("acct", limits)
+    b = gates(probe_interval=0.05).account("acct", limits)
+    permit = await a.acquire()
+    await permit.answered("gen-unwatched", None)
+    probed: list[list[str | None]] = []
+
+    async def probe(holders: object) -> None:
+        probed.append(list(holders))  # type: ignore[call-overload]
+        await b.release("gen-unwatched")  # the poll saw it end
+
+    with anyio.fail_after(3):
+        await b.acquire(probe=probe)
+    assert probed == [["gen-unwatched"]]
+
+
+async def test_a_watched_holder_is_not_probed_by_its_own_process(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
+    gate = gates(probe_interval=0.05)
+    account = gate.account("acct", limits)
+    permit = await account.acquire()
+    await permit.answered("gen-w", None)
+    probed: list[object] = []
+
+    async def probe(holders: object) -> None:
+        probed.append(holders)
+
+    with account.watching("gen-w"), anyio.move_on_after(0.3):
+        await account.acquire(probe=probe)
+    assert probed == []
+
+
+# -- keys ------------------------------------------------------------------------------------
+async def test_keys_are_namespaced_hashed_and_expire(
+    gates: MakeGate, namespace: str, inspect: aioredis.Redis
+) -> None:
+    api_key = "bye_" + "ab" * 16
+    key = account_key(api_key, "https://api.babysea.ai/api/v1")
+    limits = Limits(submissions=2, window=0.2, concurrent=1, generation_timeout=0.3)
+    account = gates(lease_ttl=0.2).account(key, limits)
+    permit = await account.acquire()
+    await permit.answered("gen-1", None)
+    await account.release("gen-1")
+    keys = await inspect.keys(f"{namespace}:*")
+    assert keys and all(k.startswith(namespace + ":{") for k in keys)
+    assert await inspect.keys(f"*{key}*") == []
+    assert await inspect.keys(f"*{api_key}*") == []
+    assert key not in account.channel
+    retention_ms = (0.2 + 0.3 + limits.margin + 1.0) * 1000
+    for k in keys:
+        assert 0 < await inspect.pttl(k) <= retention_ms
+
+    async def gone() -> bool:
+        return not await inspect.exists(*keys)
+
+    await until(gone)  # nothing is left behind once the account goes quiet
+
+
+# -- waiting ---------------------------------------------------------------------------------
+async def test_a_deadline_before_the_window_frees_fails_at_once(gates: MakeGate) -> None:
+    limits = Limits(submissions=1, window=5.0, concurrent=1, generation_timeout=5.0)
+    account = gates().account("acct", limits)
+    permit = await account.acquire()
+    await permit.answered(None, None)  # the slot is free, the window full for 5 s
+    started = time.monotonic()
+    with pytest.raises(RateLimitError, match="after the deadline"), anyio.fail_after(1):
+        await account.acquire()
+    assert time.monotonic() - started < 0.5
+    assert (await account.fetch_statistics()).waiting == 0  # it left the queue
+
+
+async def test_a_cancelled_waiter_leaves_the_queue(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
+    holder, waiter = gates().account("acct", limits), gates().account("acct", limits)
+    observer = gates().account("acct", limits)
+    await holder.acquire()
+    with anyio.fail_after(3):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter.acquire)
+            await until(lambda: _waiting_at_least(observer, 1))
+            tg.cancel_scope.cancel()
+    assert (await observer.fetch_statistics()).waiting == 0
+
+
+async def test_the_server_hint_holds_back_the_next_submission(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=5.0, concurrent=1, generation_timeout=5.0)
+    account = gates().account("acct", limits)
+    permit = await account.acquire()
+    # Another client on the key used the whole window; its oldest place frees in 0.3 s.
+    hint = RateLimitInfo(limit=10, remaining=0, reset_at=time.time() + 0.3, retry_after=None)
+    await permit.answered("gen-1", hint)
+    await account.release("gen-1")
+    assert account.statistics().submissions_in_window == 10
+    started = time.monotonic()
+    with anyio.fail_after(3):
+        await account.acquire()
+    assert 0.15 <= time.monotonic() - started < 2.0
+
+
+async def test_statistics_is_the_last_snapshot(gates: MakeGate) -> None:
+    limits = Limits(submissions=5, window=1.0, concurrent=1, generation_timeout=5.0)
+    account = gates().account("acct", limits)
+    assert account.statistics().in_progress == 0
+    permit = await account.acquire()
+    await permit.answered("gen-s", None)
+    stats = account.statistics()
+    assert (stats.submissions_in_window, stats.in_progress, stats.holders) == (1, 1, ("gen-s",))
+    assert stats.submission_limit == 5
+    await permit.discard()  # (not the client's order of calls, but a valid permit call)
+    assert (await account.fetch_statistics()).submissions_in_window == 0
+
+
+async def test_processes_with_different_limits_are_refused(gates: MakeGate) -> None:
+    await gates().account("acct", Limits(submissions=10, window=1.0)).acquire()
+    other = gates().account("acct", Limits(submissions=5, window=1.0))
+    with pytest.raises(ValueError, match="different limits"):
+        await other.acquire()
+
+
+async def test_one_process_cannot_use_an_account_with_two_limits(gates: MakeGate) -> None:
+    gate = gates()
+    gate.account("acct", Limits(submissions=10))
+    with pytest.raises(ValueError, match="different limits"):
+        gate.account("acct", Limits(submissions=5))
+
+
+# -- failures --------------------------------------------------------------------------------
+async def test_redis_down_is_a_clear_error_naming_the_url_without_password(
+    namespace: str,
+) -> None:
+    port = free_port()  # nothing listens there
+    gate = RedisGate.from_url(f"redis://:hunter2@127.0.0.1:{port}/0", namespace=namespace)
+    try:
+        # No fallback: the client never reaches its (unreachable) service.
+        async with AsyncClient("bye_" + "0" * 32, base_url="http://127.0.0.1:9", gate=gate) as c:
+            with anyio.fail_after(10), pytest.raises(RedisGateError) as info:
+                await c.submit("google/nano-banana", "a red kite")
+    finally:
+        await gate.aclose()
+    error = info.value
+    assert isinstance(error, AsyncSDKError)
+    assert f"redis://:***@127.0.0.1:{port}/0" in str(error)
+    assert "hunter2" not in str(error) and "hunter2" not in repr(gate)
+    assert error.url == f"redis://:***@127.0.0.1:{port}/0"
+
+
+async def test_redis_stopped_mid_run_is_a_clear_error(
+    private_redis: RedisServer, namespace: str
+) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
+    gate = RedisGate.from_url(private_redis.url, namespace=namespace)
+    try:
+        account = gate.account("acct", limits)
+        permit = await account.acquire()
+        private_redis.stop()
+        with anyio.fail_after(10):
+            with pytest.raises(RedisGateError, match=f"127.0.0.1:{private_redis.port}/0"):
+                await permit.answered("gen-1", None)
+            with pytest.raises(RedisGateError, match="check that Redis is up"):
+                await account.acquire()
+    finally:
+        await gate.aclose()
+
+
+def test_urls_are_shown_without_passwords() -> None:
+    assert redact_url("redis://:pw@h:1/2") == "redis://:***@h:1/2"
+    assert redact_url("rediss://user:pw@h/0") == "rediss://user:***@h/0"
+    assert redact_url("redis://h:6379") == "redis://h:6379"
+    assert redact_url("unix:///tmp/r.sock?db=1&password=pw") == "unix:///tmp/r.sock"
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="redis://"):
+        RedisGate.from_url("http://localhost:6379")
+    with pytest.raises(ValueError, match="lease_ttl"):
+        RedisGate.from_url("redis://localhost", lease_ttl=0)
+    with pytest.raises(ValueError, match="namespace"):
+        RedisGate.from_url("redis://localhost", namespace="a{b}")
+
+
+def test_without_redis_the_import_error_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['redis'] = None\n"
+        "import asyncsdk\n"  # the package itself does not need redis
+        "try:\n"
+        "    import asyncsdk._redis\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert "pip install 'asyncsdk[redis]'" in out.stdout, out.stderr
