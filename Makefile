@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m asyncsdk.demo
+	$(BIN)/asyncsdk demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check asyncsdk tests benchmarks examples

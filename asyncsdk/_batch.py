@@ -335,7 +335,7 @@ class BatchRunner:
         )
         if len(labels) != len(clients):
             raise ValueError("names must give one label per client")
-        self._accounts = [_Account(c, label) for c, label in zip(clients, labels)]
+        self._accounts = [_Account(c, label) for c, label in zip(clients, labels, strict=True)]
         by_key: dict[str, _Account] = {}
         for account in self._accounts:
             if by_key.setdefault(account.key, account) is not account:

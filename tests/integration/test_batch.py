@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -107,7 +106,7 @@ async def test_an_account_that_stops_working_hands_its_jobs_to_the_others() -> N
                 results.append(result)
                 if len(results) == 6:
                     # Revoke "b" while it is between two jobs (no generation of its running).
-                    while runner.progress().accounts[1].state != "waiting":
+                    while runner.progress().accounts[1].state != "waiting":  # noqa: ASYNC110
                         await anyio.sleep(0.001)
                     emu.revoke(emu.tokens[1])
         for c in clients:
