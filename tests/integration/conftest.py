@@ -1,4 +1,4 @@
-"""Shared fixtures for integration tests: the anyio backend and emulators on real sockets.
+"""Shared fixtures for integration tests: emulators on real sockets.
 
 `serve(**overrides)` starts an `Emulator` on 127.0.0.1:0 with compressed durations (`FAST`)
 and returns it with a plain-aiohttp `Api` helper bound to its first token; both are closed
@@ -94,11 +94,6 @@ class Api:
 
 
 Serve = Callable[..., Awaitable[tuple[Emulator, Api]]]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture

@@ -53,7 +53,8 @@ async def test_generate_then_download(emu: Emulator, tmp_path: Path) -> None:
     assert code == 0, err
     record = json.loads(out)
     assert record["status"] == "succeeded" and len(record["paths"]) == 2
-    assert all(Path(p).read_bytes().startswith(b"\x89PNG") for p in record["paths"])
+    for path in record["paths"]:
+        assert (await anyio.Path(path).read_bytes()).startswith(b"\x89PNG")
     code, out, _ = await cli(emu, "download", record["generationId"], "--out", str(tmp_path / "b"))
     assert code == 0 and len(out.split()) == 2
     code, out, _ = await cli(emu, "list")
@@ -114,7 +115,7 @@ async def test_malformed_jobs_files_name_line_and_field(
 ) -> None:
     path = tmp_path / name
     path.write_text(content)
-    code, out, err = await cli(emu, "batch", str(path))
+    code, _, err = await cli(emu, "batch", str(path))
     assert code == 2
     assert message in err
     assert sum(emu.stats.created.values()) == 0  # nothing was submitted
