@@ -194,17 +194,20 @@ class AsyncClient:
         self._backoff = (backoff_base, backoff_max)
         self._durations = DurationModel()
         self._claimed: collections.OrderedDict[str, float] = collections.OrderedDict()
-        self._read = backoff.on_exception(
+        # Reads and downloads retry by the one predicate of _retry, with backoff's loop.
+        retrying = backoff.on_exception(
             wait_times,
             AsyncSDKError,
             max_tries=max_retries + 1,
             giveup=lambda exc: not is_retryable(exc),
             on_backoff=_log_retry,
-            jitter=None,
+            jitter=None,  # wait_times jitters already
             logger=None,
             base=backoff_base,
             cap=backoff_max,
-        )(self._read_once)
+        )
+        self._read = retrying(self._read_once)
+        self._fetch = retrying(self._download_once)
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.base_url} account={self._account_key[:8]} {self._state.value}>"
@@ -611,24 +614,12 @@ class AsyncClient:
         paths: list[Path | None] = [None] * len(generation.output_images)
 
         async def fetch(index: int, url: str) -> None:
-            paths[index] = await self._read_retrying_download(url, target, f"{stem}-{index + 1}")
+            paths[index] = await self._fetch(url, target, f"{stem}-{index + 1}")
 
         async with anyio.create_task_group() as tg:
             for index, url in enumerate(generation.output_images):
                 tg.start_soon(fetch, index, url)
         return [path for path in paths if path is not None]
-
-    async def _read_retrying_download(self, url: str, directory: Path, stem: str) -> Path:
-        waits = wait_times(*self._backoff)
-        next(waits)
-        for attempt in range(self.max_retries + 1):
-            try:
-                return await self._download_once(url, directory, stem)
-            except AsyncSDKError as exc:
-                if attempt >= self.max_retries or not is_retryable(exc):
-                    raise
-                await _pause(waits.send(exc), exc)
-        raise AssertionError("unreachable")
 
     async def _download_once(self, url: str, directory: Path, stem: str) -> Path:
         if urlsplit(url).scheme not in ("http", "https"):
