@@ -543,7 +543,7 @@ class AsyncClient:
         with self.gate.watching(generation_id):
             while True:
                 generation = await self.get_generation(generation_id)
-                if generation.status is not last:
+                if generation.status != last:
                     last = generation.status
                     yield generation
                 if generation.status.is_terminal:

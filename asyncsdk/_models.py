@@ -54,7 +54,8 @@ class GenerationStatus(str, enum.Enum):
         member = str.__new__(cls, value)
         member._name_ = value.upper()
         member._value_ = value
-        return member
+        # Cached, so that the same unknown state is the same object on every poll.
+        return cls._value2member_map_.setdefault(value, member)  # type: ignore[return-value]
 
     def __str__(self) -> str:
         return str(self.value)

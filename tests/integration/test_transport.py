@@ -42,6 +42,14 @@ async def hang_up(request: web.Request) -> web.Response:
     raise ConnectionResetError
 
 
+STATES = iter(["starting", "queued", "queued", "warming-up", "processing", "succeeded"])
+
+
+async def evolving(request: web.Request) -> web.Response:
+    data = {"generationId": "evolving", "status": next(STATES), "futureField": [1, 2]}
+    return web.json_response({"success": True, "data": data})
+
+
 async def echo_auth(request: web.Request) -> web.Response:
     data = {"accountId": request.headers.get("User-Agent")}
     return web.json_response(
@@ -59,6 +67,7 @@ async def base_url() -> AsyncIterator[str]:
     app.router.add_get("/api/v1/image-generation/shape", wrong_shape)
     app.router.add_get("/api/v1/image-generation/slow", slow)
     app.router.add_get("/api/v1/image-generation/hangup", hang_up)
+    app.router.add_get("/api/v1/image-generation/evolving", evolving)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -121,3 +130,8 @@ async def test_a_session_passed_in_is_not_closed(base_url: str) -> None:
         async with AsyncClient(KEY, base_url=base_url, session=session) as c:
             await c.status()
         assert not session.closed
+
+
+async def test_unknown_states_do_not_break_the_stream(client: AsyncClient) -> None:
+    seen = [g.status.value async for g in client.watch("evolving", poll_interval=0.001)]
+    assert seen == ["starting", "queued", "warming-up", "processing", "succeeded"]

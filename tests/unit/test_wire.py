@@ -57,6 +57,9 @@ def test_unknown_status_is_a_non_terminal_member() -> None:
     g = converter.structure({"generationId": "x", "status": "queued"}, Generation)
     assert g.status == "queued" and not g.status.is_terminal
     assert isinstance(g.status, GenerationStatus)
+    again = converter.structure({"generationId": "y", "status": "queued"}, Generation)
+    assert again.status is g.status
+    assert GenerationStatus("succeeded") is GenerationStatus.SUCCEEDED
 
 
 @pytest.mark.parametrize(
