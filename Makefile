@@ -39,5 +39,8 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+workers: $(STAMP)
+	$(BIN)/python -m examples.workers
+
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

@@ -10,6 +10,9 @@ The public surface is this module: every name below is re-exported explicitly fr
 module (``_client``, ``_errors``, ...), and tracebacks show them as ``asyncsdk.Name``.
 """
 
+import importlib as _importlib
+import typing as _typing
+
 from ._batch import AccountProgress as AccountProgress
 from ._batch import BatchProgress as BatchProgress
 from ._batch import BatchRunner as BatchRunner
@@ -50,6 +53,28 @@ from ._models import RateLimitInfo as RateLimitInfo
 from ._models import Submission as Submission
 from ._version import __version__ as __version__
 
+if _typing.TYPE_CHECKING:
+    from . import webhooks as webhooks
+    from ._redis import RedisGate as RedisGate
+    from ._redis import RedisGateError as RedisGateError
+
+#: Names imported on first use: `import asyncsdk` needs no optional extra (redis).
+_LAZY = {"RedisGate": "._redis", "RedisGateError": "._redis", "webhooks": ".webhooks"}
+
+
+def __getattr__(name: str) -> object:
+    """``asyncsdk.RedisGate`` imports the redis extra (a clear ImportError without it)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    imported = _importlib.import_module(module, __name__)
+    value = imported if name == "webhooks" else getattr(imported, name)
+    if name != "webhooks":
+        value.__module__ = __name__
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -87,6 +112,8 @@ __all__ = [
     "NotFoundError",
     "RateLimitError",
     "RateLimitInfo",
+    "RedisGate",
+    "RedisGateError",
     "ServerError",
     "Submission",
     "__version__",
@@ -94,6 +121,8 @@ __all__ = [
 
 # Tracebacks and reprs read `asyncsdk.RateLimitError`, not `asyncsdk._errors.RateLimitError`.
 for _name in __all__:
+    if _name in _LAZY:
+        continue
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("asyncsdk._"):
         _obj.__module__ = "asyncsdk"

@@ -222,17 +222,12 @@ class _Feed:
         self._handed_back: collections.deque[Job] = collections.deque()
         self._exhausted = False
         self._in_flight = 0
-        self._changed: anyio.Condition | None = None
+        # anyio primitives bind to the running loop: made on first use.
+        self._lock: anyio.Lock | None = None
+        self._change: anyio.Event | None = None
         self.seen = 0
 
-    @property
-    def _cond(self) -> anyio.Condition:
-        if self._changed is None:
-            self._changed = anyio.Condition()
-        return self._changed
-
-    async def next_source_job(self) -> Job | None:
-        """The next job from the source, or ``None`` when it is exhausted."""
+    async def _next_source_job(self) -> Job | None:
         if self._exhausted:
             return None
         try:
@@ -245,36 +240,41 @@ class _Feed:
         self.seen += 1
         return job
 
-    async def take(self, route: _Route) -> Job | None:
-        """The next job to submit; ``route(job)`` may take a job elsewhere (returns False).
+    async def take(self, route: _Route) -> Job | anyio.Event | None:
+        """The next job to submit; ``route(job)`` may deal with a job itself (returns False).
 
-        ``None`` once the source is exhausted and no job can come back any more.
+        ``None`` once no job can come any more; an event to wait for when none is there now
+        but a running job may still be handed back (the caller should not hold its
+        account's slot meanwhile).
         """
-        async with self._cond:
+        if self._lock is None:
+            self._lock, self._change = anyio.Lock(), anyio.Event()
+        async with self._lock:
             while True:
                 if self._handed_back:
                     self._in_flight += 1
                     return self._handed_back.popleft()
-                job = await self.next_source_job()
-                if job is not None:
-                    if await route(job):
-                        self._in_flight += 1
-                        return job
-                    continue
-                if self._in_flight == 0:
-                    return None
-                await self._cond.wait()
+                job = await self._next_source_job()
+                if job is None:
+                    break
+                if await route(job):
+                    self._in_flight += 1
+                    return job
+        return self._change if self._in_flight else None
 
-    async def finished(self) -> None:
-        async with self._cond:
-            self._in_flight -= 1
-            self._cond.notify_all()
+    def _changed(self) -> None:
+        if self._change is not None:
+            self._change.set()
+            self._change = anyio.Event()
 
-    async def hand_back(self, job: Job) -> None:
-        async with self._cond:
-            self._in_flight -= 1
-            self._handed_back.appendleft(job)
-            self._cond.notify_all()
+    def finished(self) -> None:
+        self._in_flight -= 1
+        self._changed()
+
+    def hand_back(self, job: Job) -> None:
+        self._in_flight -= 1
+        self._handed_back.appendleft(job)
+        self._changed()
 
     @property
     def exhausted(self) -> bool:
@@ -470,18 +470,21 @@ class BatchRunner:
                 with anyio.CancelScope(shield=True):
                     await permit.discard()
                 raise
-            if job is None:
-                await permit.discard()
-                break
+            if not isinstance(job, Job):
+                await permit.discard()  # don't keep the account's slot while idle
+                if job is None:
+                    break
+                await job.wait()  # a job may yet be handed back by another account
+                continue
             self._running += 1
             try:
                 result = await self._run_job(account, job, permit)
             finally:
                 self._running -= 1
             if result is None:  # the account was taken out; another one will run the job
-                await feed.hand_back(job)
+                feed.hand_back(job)
                 break
-            await feed.finished()
+            feed.finished()
             await send.send(result)
         account.state = "out" if account.out is not None else "done"
 

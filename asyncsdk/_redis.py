@@ -12,7 +12,8 @@ a SHA-256 of the account key, itself already a hash, so no API key ever reaches 
     <ns>:{h}:window   ZSET  permit -> when its window entry expires (+inf while in flight)
     <ns>:{h}:slots    ZSET  lease  -> when the lease expires (the slot frees)
     <ns>:{h}:leases   HASH  lease  -> {"g": generation id or "", "c": cap or -1,
-                                       "w": watched by its holder, "f": fixed (not renewed)}
+                                       "w": watched by its holder, "f": fixed (not renewed),
+                                       "o": orphaned (its submitter was cancelled)}
     <ns>:{h}:queue    ZSET  waiter -> ticket number (arrival order)
     <ns>:{h}:beats    ZSET  waiter -> when its heartbeat expires
     <ns>:{h}:seq      STR   ticket and phantom counter
@@ -33,13 +34,15 @@ the local gate, inside the same script that settles the submission.
 **The slot** is a lease. Admission creates it with the permit's id as its token and an expiry
 ``lease_ttl`` ahead; a background task of the holding process renews every lease it holds each
 ``lease_ttl / 3``, never past the cap ``answer + generation_timeout + margin``. A killed worker
-stops renewing, so its slot frees within ``lease_ttl``. Tokens are unique (ticket number plus
-random bits) and every release is a compare-and-delete on the holder's own token, so a holder
+stops renewing, so its slot frees within ``lease_ttl``. Tokens are random and never reused,
+and every release is a compare-and-delete on the holder's own token, so a holder
 whose lease expired can never release, renew or overwrite the lease of the next holder: when
 its late answer comes, the generation it created is recorded as a *fixed* hold (not renewed,
 freed when the generation is seen ending or at its cap), the way ``hold_foreign`` records a
 generation started elsewhere. ``release(generation_id)`` frees every hold of that generation,
-whoever took it: any process that sees it end may say so.
+whoever took it: any process that sees it end may say so. An orphaned hold (its submitter was
+cancelled before the answer) is offered to the head waiter's probe, in any process, and
+``resolve_orphans`` gives it one of the account's running generations or frees it.
 
 **Fairness and waiting.** In each process one task per account at a time (anyio's FIFO lock)
 takes a ticket (``INCR``) into the queue; only the queue's head is admitted, so processes are
@@ -133,7 +136,8 @@ class RedisGateError(AsyncSDKError):
 # -- the scripts -----------------------------------------------------------------------------
 # Every script gets the seven keys above and ARGV[1..8] = channel, limit, window, margin,
 # concurrent, generation timeout, lease ttl, key retention (times in ms); its own ARGV follow.
-# Each returns {status, a, b, entries in window, slots taken, queue length, {{gid, watched}..}}.
+# Each returns {status, a, b, entries in window, slots taken, queue length,
+# {{gid, watched, orphaned}, ...}}.
 _PRELUDE: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -223,7 +227,7 @@ local function finish(status, a, b)
   local all = redis.call('HGETALL', LEASES)
   for i = 1, #all, 2 do
     local lease = cjson.decode(all[i + 1])
-    holders[#holders + 1] = {lease.g, lease.w}
+    holders[#holders + 1] = {lease.g, lease.w, lease.o or 0}
   end
   return {status, a or '', b or '', redis.call('ZCARD', WINDOW), redis.call('ZCARD', SLOTS),
           redis.call('ZCARD', QUEUE), holders}
@@ -268,7 +272,7 @@ if taken < concurrent and used < limit then
   redis.call('ZREM', QUEUE, member)
   redis.call('ZREM', BEATS, member)
   redis.call('ZADD', WINDOW, '+inf', member)
-  write_lease(member, {g = '', c = -1, w = 0, f = 0}, now + lease_ttl)
+  write_lease(member, {g = '', c = -1, w = 0, f = 0, o = 0}, now + lease_ttl)
   changed = true
   return finish('ok', ticket, 0)
 end
@@ -295,11 +299,12 @@ end
 return finish('left')
 """,
     # ARGV[9] permit, [10] 'none' (nothing created: free the slot) or 'held', [11] generation
-    # id or '' (unknown owner), [12] '1' to settle the window entry, [13..14] resync.
-    # -> free | held | lost (the lease had expired: recorded as a fixed hold)
+    # id or '' (unknown owner), [12] '1' to settle the window entry, [13..14] resync, [15] '1'
+    # when orphaned. -> free | held | lost (the lease had expired: recorded as a fixed hold)
     "settle": """
 prune()
 local member, mode, gid = ARGV[9], ARGV[10], ARGV[11]
+local orphan = tonumber(ARGV[15]) or 0
 if ARGV[12] == '1' then
   settle_entry(member)
   changed = true
@@ -314,13 +319,14 @@ local lease = read_lease(member)
 if lease then
   lease.g = gid
   lease.c = cap
+  lease.o = orphan
   local expires = cap
   if lease.f == 0 then expires = math.min(now + lease_ttl, cap) end
   write_lease(member, lease, expires)
   return finish('held')
 end
 if gid == '' or not holder_of(gid) then
-  write_lease(member, {g = gid, c = cap, w = 0, f = 1}, cap)
+  write_lease(member, {g = gid, c = cap, w = 0, f = 1, o = orphan}, cap)
 end
 return finish('lost')
 """,
@@ -346,7 +352,7 @@ return finish('released')
 prune()
 if not holder_of(ARGV[9]) then
   local cap = now + gen_timeout + margin
-  write_lease(ARGV[10], {g = ARGV[9], c = cap, w = 0, f = 1}, cap)
+  write_lease(ARGV[10], {g = ARGV[9], c = cap, w = 0, f = 1, o = 0}, cap)
 end
 return finish('held')
 """,
@@ -367,6 +373,36 @@ for i = 9, #ARGV, 2 do
   end
 end
 return finish('renewed', lost)
+""",
+    # ARGV[9..] the account's running generations: each orphaned hold takes one that nothing
+    # holds yet; the orphans left over are freed.
+    "resolve_orphans": """
+prune()
+local all = redis.call('HGETALL', LEASES)
+local held = {}
+for i = 1, #all, 2 do held[cjson.decode(all[i + 1]).g] = true end
+local unclaimed = {}
+for i = 9, #ARGV do
+  if not held[ARGV[i]] then
+    unclaimed[#unclaimed + 1] = ARGV[i]
+    held[ARGV[i]] = true
+  end
+end
+local taken = 0
+for i = 1, #all, 2 do
+  local lease = cjson.decode(all[i + 1])
+  if lease.o == 1 then
+    if taken < #unclaimed then
+      taken = taken + 1
+      lease.g = unclaimed[taken]
+      lease.o = 0
+      redis.call('HSET', LEASES, all[i], cjson.encode(lease))
+    else
+      drop_lease(all[i])
+    end
+  end
+end
+return finish('resolved')
 """,
     "stats": """
 prune()
@@ -389,11 +425,11 @@ class _Reply:
     in_window: int
     in_progress: int
     queued: int
-    holders: tuple[tuple[str | None, bool], ...]
+    holders: tuple[tuple[str | None, bool, bool], ...]  # (generation id, watched, orphaned)
 
     @classmethod
     def parse(cls, raw: Sequence[Any]) -> _Reply:
-        holders = tuple((_text(g) or None, bool(int(w))) for g, w in raw[6])
+        holders = tuple((_text(g) or None, bool(int(w)), bool(int(o))) for g, w, o in raw[6])
         a = [_text(x) for x in raw[1]] if isinstance(raw[1], list) else _text(raw[1])
         b = int(raw[2]) if raw[2] not in ("", b"") else 0
         return cls(_text(raw[0]), a, b, int(raw[3]), int(raw[4]), int(raw[5]), holders)
@@ -556,10 +592,9 @@ class RedisGate:
     async def aclose(self) -> None:
         """Stop renewing and listening on this event loop; close the client made by
         :meth:`from_url`. Leases still held expire within ``lease_ttl``."""
-        with contextlib.suppress(RuntimeError):
-            runtime = self._runtimes.pop(asyncio.get_running_loop(), None)
-            if runtime is not None:
-                await runtime.aclose()
+        runtime = self._runtimes.pop(asyncio.get_running_loop(), None)
+        if runtime is not None:
+            await runtime.aclose()
 
     async def __aenter__(self) -> RedisGate:
         return self
@@ -678,7 +713,7 @@ class RedisAccountGate:
             raise RedisGateError(self.url, f"{type(exc).__name__}: {exc}") from exc
         reply = _Reply.parse(raw)
         self._last = reply
-        if reply.status in ("free", "dropped", "released", "left"):
+        if reply.status in ("free", "dropped", "released", "left", "resolved"):
             self._notify()  # wake a waiter of this process without the pub/sub round trip
         return reply
 
@@ -742,7 +777,7 @@ class RedisAccountGate:
                 ]
                 try:
                     reply = await self._run("renew", *pairs)
-                except RedisGateError as exc:
+                except Exception as exc:  # keep renewing: the lease outlives short outages
                     logger.warning("could not renew slot leases: %s", exc)
                     continue
                 for member in reply.a:
@@ -757,6 +792,9 @@ class RedisAccountGate:
 
     async def hold_foreign(self, generation_id: str) -> None:
         await self._run("hold_foreign", generation_id, "foreign." + secrets.token_hex(8))
+
+    async def resolve_orphans(self, running: Sequence[str]) -> None:
+        await self._run("resolve_orphans", *running)
 
     @contextlib.contextmanager
     def watching(self, generation_id: str) -> Iterator[None]:
@@ -814,8 +852,8 @@ class RedisAccountGate:
                     if now >= next_probe:
                         unwatched = [
                             gid
-                            for gid, watched in reply.holders
-                            if not self._is_watched(gid, watched)
+                            for gid, watched, orphaned in reply.holders
+                            if orphaned or (gid is not None and not self._is_watched(gid, watched))
                         ]
                         if unwatched:
                             await probe(unwatched)
@@ -833,8 +871,8 @@ class RedisAccountGate:
                     except RedisGateError as exc:  # its heartbeat runs out instead
                         logger.debug("could not leave the queue: %s", exc)
 
-    def _is_watched(self, generation_id: str | None, watched_remotely: bool) -> bool:
-        return generation_id is not None and (watched_remotely or generation_id in self._watched)
+    def _is_watched(self, generation_id: str, watched_elsewhere: bool) -> bool:
+        return watched_elsewhere or generation_id in self._watched
 
     def _check_deadline(self, wait: float) -> None:
         """Fail fast when the caller's deadline ends before the window has room."""
@@ -876,7 +914,7 @@ class RedisAccountGate:
             submissions_in_window=last.in_window,
             submission_limit=self.limits.submissions,
             in_progress=last.in_progress,
-            holders=tuple(gid for gid, _ in last.holders),
+            holders=tuple(gid for gid, _, _ in last.holders),
         )
 
     async def fetch_statistics(self) -> GateStatistics:
@@ -913,6 +951,9 @@ class _RedisPermit:
     async def unanswered(self) -> None:
         await self._take(None, "1", ("", ""))
 
+    async def orphan(self) -> None:
+        await self._take(None, "1", ("", ""), orphan=True)
+
     async def adopt(self, generation_id: str) -> None:
         await self._take(generation_id, "0", ("", ""))
 
@@ -924,11 +965,18 @@ class _RedisPermit:
         self.gate._held.pop(self.member, None)
         await self.gate._run("drop", self.member, "1")
 
-    async def _take(self, generation_id: str | None, settle: str, resync: tuple[str, str]) -> None:
+    async def _take(
+        self,
+        generation_id: str | None,
+        settle: str,
+        resync: tuple[str, str],
+        *,
+        orphan: bool = False,
+    ) -> None:
         if self.member in self.gate._held:
             self.gate._held[self.member] = generation_id
         reply = await self.gate._run(
-            "settle", self.member, "held", generation_id or "", settle, *resync
+            "settle", self.member, "held", generation_id or "", settle, *resync, int(orphan)
         )
         if reply.status == "lost":
             self.gate._held.pop(self.member, None)

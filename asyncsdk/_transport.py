@@ -23,7 +23,8 @@ import json
 import logging
 import platform
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -159,7 +160,9 @@ class Transport:
 
 def _decode(raw: bytes) -> dict[str, Any] | None:
     try:
-        body = json.loads(raw)
+        # A UTF-8 object (the service's answers) is decoded first: json.loads() of bytes
+        # runs a pure-Python encoding detection on every response.
+        body = json.loads(raw.decode() if raw[:1] == b"{" and raw[1:2] != b"\x00" else raw)
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
@@ -184,18 +187,37 @@ def _api_error(
     return error_for(status, code, message, request_id=request_id, rate_limit=rate_limit)
 
 
-@contextlib.contextmanager
-def _translate(method: str, url: str, timeout: float) -> Iterator[None]:
-    """The seam: aiohttp's exceptions in, this SDK's out (``raise ... from``)."""
-    try:
-        yield
-    except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct classes on Python 3.10
-        raise APITimeoutError(f"{method} {url} timed out (timeout {timeout:g}s)") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise APIConnectionError(
-            f"{method} {url}: could not connect ({exc.os_error})", request_sent=False
-        ) from exc
-    except aiohttp.ClientError as exc:
-        raise APIConnectionError(
-            f"{method} {url}: connection failed ({type(exc).__name__}: {exc})"
-        ) from exc
+class _translate:
+    """The seam: aiohttp's exceptions in, this SDK's out (``raise ... from``).
+
+    A class rather than ``@contextmanager``: it wraps every request, and the generator
+    version costs ten times as much on the way through.
+    """
+
+    __slots__ = ("method", "timeout", "url")
+
+    def __init__(self, method: str, url: str, timeout: float) -> None:
+        self.method, self.url, self.timeout = method, url, timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            return
+        method, url = self.method, self.url
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # distinct on Python 3.10
+            raise APITimeoutError(f"{method} {url} timed out (timeout {self.timeout:g}s)") from exc
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise APIConnectionError(
+                f"{method} {url}: could not connect ({exc.os_error})", request_sent=False
+            ) from exc
+        if isinstance(exc, aiohttp.ClientError):
+            raise APIConnectionError(
+                f"{method} {url}: connection failed ({type(exc).__name__}: {exc})"
+            ) from exc

@@ -165,6 +165,14 @@ def to_json(record: Any) -> dict[str, Any]:
     return data
 
 
+#: What the service refuses because of the request itself: the visitor can fix it.
+_REFUSED_REQUEST: Final = (
+    asyncsdk.BadRequestError,
+    asyncsdk.ContentPolicyError,
+    asyncsdk.ImageInputError,
+)
+
+
 def error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
     """HTTP status, ``{"error", "message"[, "request_id"]}`` and headers for an error."""
     if isinstance(exc, AppError):
@@ -181,8 +189,7 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]
             status = 404
         elif isinstance(exc, asyncsdk.InsufficientCreditsError):
             status = 402
-        elif isinstance(exc, (asyncsdk.BadRequestError, asyncsdk.ContentPolicyError,
-                              asyncsdk.ImageInputError)):  # fmt: skip
+        elif isinstance(exc, _REFUSED_REQUEST):
             status = 400
         elif exc.status is not None and 400 <= exc.status < 500:
             status = exc.status
@@ -377,8 +384,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="asyncsdk web example", lifespan=lifespan, docs_url="/docs")
 
     async def handle(_request: Request, exc: Exception) -> Response:
-        if not isinstance(exc, (AppError, asyncsdk.AsyncSDKError)):
-            logger.error("unhandled error", exc_info=exc)
+        # For other exceptions Starlette re-raises after this answer, so the server logs them.
         return _error_response(exc)
 
     async def handle_http(_request: Request, exc: Exception) -> Response:

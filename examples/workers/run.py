@@ -32,10 +32,15 @@ from asyncsdk.emulator import Emulator
 try:
     from .worker import work
 except ImportError:  # run as a script: python examples/workers/run.py
-    from worker import work  # type: ignore[no-redef]
+    from worker import work  # type: ignore[no-redef, import-not-found]
 
-LIMITS = {"submissions": 10, "window": 2.0, "concurrent": 1, "generation_timeout": 5.0}
-SERVICE = {**LIMITS, "starting_time": 0.05, "processing_time": 0.1}
+LIMITS: dict[str, Any] = {
+    "submissions": 10,
+    "window": 2.0,
+    "concurrent": 1,
+    "generation_timeout": 5.0,
+}
+SERVICE: dict[str, Any] = {**LIMITS, "starting_time": 0.05, "processing_time": 0.1}
 
 
 def main(argv: list[str] | None = None) -> None:

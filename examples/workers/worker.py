@@ -12,8 +12,7 @@ from typing import Any
 
 import anyio
 
-from asyncsdk import AsyncClient, BatchRunner, Job, Limits
-from asyncsdk._redis import RedisGate  # `from asyncsdk import RedisGate` once it is exported
+from asyncsdk import AsyncClient, BatchRunner, Job, Limits, RedisGate
 
 MODEL = "google/nano-banana"
 

@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("redis", reason="install the redis extra: pip install -e '.[redis]'")
 
-from asyncsdk._redis import RedisGate
+from asyncsdk import RedisGate
 
 ROOT = Path(__file__).resolve().parents[2]
 HOW_TO_ENABLE = (

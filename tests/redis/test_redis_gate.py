@@ -8,13 +8,15 @@ server hints, and the clear error when Redis is down.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import pickle
 import random
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import anyio
 import pytest
@@ -92,28 +94,28 @@ async def test_processes_take_turns_in_ticket_order(gates: MakeGate) -> None:
     limits = Limits(submissions=100, window=1.0, concurrent=1, generation_timeout=2.0)
     accounts = [gates().account("acct", limits) for _ in range(3)]
     observer = gates().account("acct", limits)
+    jobs = 5
     order: list[int] = []
 
-    async def worker(index: int, jobs: int) -> None:
+    async def worker(index: int) -> None:
         account = accounts[index]
         for i in range(jobs):
             permit = await account.acquire()
-            if not order:  # the first holder waits until the other two processes queue
-                await until(lambda: _waiting_at_least(observer, 2))
             order.append(index)
+            # Hold the slot until every other process with work left has queued (readiness,
+            # so that the order below does not depend on scheduling).
+            others = sum(1 for g in range(3) if g != index and order.count(g) < jobs)
+            await until(functools.partial(_waiting_at_least, observer, others))
             await permit.answered(f"p{index}-{i}", None)
-            await anyio.sleep(0.005)
             await account.release(f"p{index}-{i}")
 
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             for index in range(3):
-                for _ in range(2):  # two tasks per process: one queues in Redis at a time
-                    tg.start_soon(worker, index, 3)
-    assert sorted(order) == [0] * 6 + [1] * 6 + [2] * 6
-    # Round robin: every run of three admissions serves each process once.
-    for start in range(0, 18, 3):
-        assert sorted(order[start : start + 3]) == [0, 1, 2], order
+                tg.start_soon(worker, index)
+    # Round robin: a process that was served queues behind the ones already waiting.
+    assert sorted(order[:3]) == [0, 1, 2]
+    assert order == order[:3] * jobs
 
 
 async def _waiting_at_least(account: RedisAccountGate, n: int) -> bool:
@@ -135,7 +137,8 @@ async def test_a_killed_holder_frees_the_slot_when_its_lease_expires(
     assert 0.2 <= waited < 1.5
     # The dead holder's in-flight window entry now counts from its lease's end; the new
     # holder's entry is the only one in flight.
-    scores = [s for _, s in await inspect.zrange(account.keys[0], 0, -1, withscores=True)]
+    entries = await inspect.zrange(account.keys[0], 0, -1, withscores=True)
+    scores = [float(entry[1]) for entry in entries]
     assert len(scores) == 2
     assert sum(math.isinf(s) for s in scores) == 1
 
@@ -215,8 +218,8 @@ async def test_the_head_probes_holders_nobody_watches(gates: MakeGate) -> None:
     await permit.answered("gen-unwatched", None)
     probed: list[list[str | None]] = []
 
-    async def probe(holders: object) -> None:
-        probed.append(list(holders))  # type: ignore[call-overload]
+    async def probe(holders: Sequence[str | None]) -> None:
+        probed.append(list(holders))
         await b.release("gen-unwatched")  # the poll saw it end
 
     with anyio.fail_after(3):
@@ -240,6 +243,36 @@ async def test_a_watched_holder_is_not_probed_by_its_own_process(gates: MakeGate
     assert probed == []
 
 
+async def test_an_orphaned_slot_is_resolved_by_another_process(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
+    a = gates().account("acct", limits)
+    b = gates(probe_interval=0.05).account("acct", limits)
+    permit = await a.acquire()
+    await permit.orphan()  # its submitter was cancelled mid-request
+    probed: list[list[str | None]] = []
+    running = ["gen-o"]
+
+    async def probe(holders: Sequence[str | None]) -> None:
+        probed.append(list(holders))
+        await b.resolve_orphans(running)  # the account runs gen-o: the orphan takes it
+        if len(probed) == 2:
+            await b.release("gen-o")  # ... and then it ended
+
+    with anyio.fail_after(3):
+        await b.acquire(probe=probe)
+    assert probed == [[None], ["gen-o"]]
+
+
+async def test_an_orphan_with_nothing_running_is_freed(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
+    a, b = gates().account("acct", limits), gates().account("acct", limits)
+    orphaned = await a.acquire()
+    await orphaned.orphan()
+    await a.hold_foreign("gen-f")
+    await b.resolve_orphans(["gen-f"])  # already held: not the orphan's
+    assert (await b.fetch_statistics()).holders == ("gen-f",)
+
+
 # -- keys ------------------------------------------------------------------------------------
 async def test_keys_are_namespaced_hashed_and_expire(
     gates: MakeGate, namespace: str, inspect: aioredis.Redis
@@ -251,7 +284,7 @@ async def test_keys_are_namespaced_hashed_and_expire(
     permit = await account.acquire()
     await permit.answered("gen-1", None)
     await account.release("gen-1")
-    keys = await inspect.keys(f"{namespace}:*")
+    keys = [str(k) for k in await inspect.keys(f"{namespace}:*")]
     assert keys and all(k.startswith(namespace + ":{") for k in keys)
     assert await inspect.keys(f"*{key}*") == []
     assert await inspect.keys(f"*{api_key}*") == []
@@ -345,10 +378,13 @@ async def test_redis_down_is_a_clear_error_naming_the_url_without_password(
         async with AsyncClient("bye_" + "0" * 32, base_url="http://127.0.0.1:9", gate=gate) as c:
             with anyio.fail_after(10), pytest.raises(RedisGateError) as info:
                 await c.submit("google/nano-banana", "a red kite")
+        with pytest.raises(RedisGateError):
+            await gate.ping()
     finally:
         await gate.aclose()
     error = info.value
     assert isinstance(error, AsyncSDKError)
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)  # crosses process boundaries
     assert f"redis://:***@127.0.0.1:{port}/0" in str(error)
     assert "hunter2" not in str(error) and "hunter2" not in repr(gate)
     assert error.url == f"redis://:***@127.0.0.1:{port}/0"
@@ -403,3 +439,21 @@ def test_without_redis_the_import_error_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert "pip install 'asyncsdk[redis]'" in out.stdout, out.stderr
+
+
+async def test_a_client_the_caller_made_is_used_and_left_open(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        gate = RedisGate(client, namespace=namespace)
+        assert gate.url == f"redis://127.0.0.1:{redis_server.port}/0"
+        account = gate.account("acct", Limits(submissions=2, window=1.0))
+        permit = await account.acquire()
+        await permit.answered("gen-c", None)
+        assert account.statistics().holders == ("gen-c",)
+        await account.release("gen-c")
+        await gate.aclose()
+        assert await client.ping()  # not closed by the gate
+    finally:
+        await client.aclose()

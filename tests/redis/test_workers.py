@@ -18,9 +18,8 @@ import anyio
 import pytest
 from anyio.abc import Process
 
-from asyncsdk import Limits
+from asyncsdk import Limits, RedisGate
 from asyncsdk._client import account_key
-from asyncsdk._redis import RedisGate
 from asyncsdk.emulator import Emulator
 
 from .conftest import ROOT, RedisServer

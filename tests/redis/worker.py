@@ -24,8 +24,7 @@ from typing import Any
 
 import anyio
 
-from asyncsdk import AsyncClient, AsyncSDKError, Limits
-from asyncsdk._redis import RedisGate, RedisGateError
+from asyncsdk import AsyncClient, AsyncSDKError, Limits, RedisGate, RedisGateError
 
 MODEL = "google/nano-banana"
 

@@ -297,6 +297,24 @@ async def test_an_unreachable_or_refusing_service_is_a_502() -> None:
     assert status == 500 and "secret internals" not in body["message"]
 
 
+async def test_an_unexpected_error_is_a_readable_500(
+    asgi: AsgiFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    httpx = need("httpx", "the ASGI test client")
+    app = await asgi()
+
+    async def broken(**_: Any) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(app.services.client, "list_generations", broken)
+    # Starlette re-raises after answering so that the server logs it; httpx may ignore that.
+    transport = httpx.ASGITransport(app=app.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        reply = await http.get("/generations")
+    assert reply.status_code == 500 and reply.json()["error"] == "INTERNAL_ERROR"
+    assert "secret internals" not in reply.text and "Traceback" not in reply.text
+
+
 # -- webhooks at the app's endpoint -------------------------------------------------------------
 
 

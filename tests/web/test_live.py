@@ -3,6 +3,7 @@ to the app's own endpoint, and a client that hangs up on its event stream."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -76,8 +77,13 @@ async def test_a_client_that_hangs_up_stops_its_stream(live: Live) -> None:
             return count
 
         with anyio.fail_after(WAIT):
-            async with http.stream("GET", f"/generations/{generation_id}/events") as stream:
-                async for line in stream.aiter_lines():
+            async with (
+                http.stream("GET", f"/generations/{generation_id}/events") as stream,
+                # Held until the hang-up: an abandoned line iterator, once garbage-collected,
+                # would close the connection at a moment of its own choosing.
+                contextlib.aclosing(stream.aiter_lines()) as lines,
+            ):
+                async for line in lines:
                     if line.startswith("event: status"):
                         break
                 assert await active_streams() == 1

@@ -38,7 +38,7 @@ def web_section(path: Path) -> str | None:
     text = path.read_text(encoding="utf-8")
     if path.parent.name == "web":
         return text
-    match = re.search(r"^(#{1,4}) .*web app.*$", text, re.M | re.I)
+    match = re.search(r"^(#{1,4}) Web apps?\b.*$", text, re.M | re.I)
     if match is None:
         return None
     level = len(match.group(1))
