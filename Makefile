@@ -42,5 +42,8 @@ bench: $(STAMP)
 workers: $(STAMP)
 	$(BIN)/python -m examples.workers
 
+web: $(STAMP)
+	$(BIN)/python -m examples.web
+
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

@@ -24,7 +24,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,12 +162,15 @@ def limits_for(
     concurrent: int = 1,
     generation_timeout: float = 50.0,
 ) -> Limits:
-    """The client's :class:`Limits` for an emulator started with the same (nominal) values."""
+    """The client's :class:`Limits` for an emulator started with the same (nominal) values:
+    the real-time limits, safety margin included, compressed by ``time_scale``."""
+    nominal = Limits(submissions, window, concurrent, generation_timeout)
     return Limits(
         submissions=submissions,
         window=window * time_scale,
         concurrent=concurrent,
         generation_timeout=generation_timeout * time_scale,
+        margin=nominal.margin * time_scale,
     )
 
 
@@ -315,7 +318,7 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
 
 def run_main(
     description: str,
-    run: Callable[[bool], Awaitable[list[Table]]],
+    run: Callable[[bool], Coroutine[Any, Any, list[Table]]],
     argv: Sequence[str] | None = None,
 ) -> None:
     """``python -m benchmarks.<name> [--quick]``: run, then print the tables on stdout."""
