@@ -242,6 +242,23 @@ class Gate(Protocol):
         """The gate of the account ``account_key`` (a hash, never the API key itself)."""
 
 
+def check_deadline(limits: Limits, wait: float) -> None:
+    """Fail fast when the caller's deadline ends before the window has room in ``wait`` s.
+
+    Every gate backend calls this before sleeping on a full window, so that a caller inside
+    ``anyio.fail_after()`` gets a :class:`RateLimitError` with ``reset_at`` at once instead of
+    being cancelled later.
+    """
+    deadline = anyio.current_effective_deadline()
+    if deadline != math.inf and anyio.current_time() + wait > deadline:
+        raise RateLimitError(
+            f"the submission window of {limits.submissions} per {limits.window:g}s is full "
+            f"and frees in {wait:.2f}s, after the deadline",
+            code="RATE_LIMIT_ERROR",
+            reset_at=time.time() + wait,
+        )
+
+
 class LocalAccountGate:
     """The in-process :class:`AccountGate` (see the module docstring).
 
@@ -342,7 +359,7 @@ class LocalAccountGate:
             if slot_free and admit_at <= now:
                 return
             if slot_free:
-                self._check_deadline(admit_at - now)
+                check_deadline(self.limits, admit_at - now)
                 wake = admit_at
             else:
                 if probe is not None and now >= next_probe:
@@ -363,17 +380,6 @@ class LocalAccountGate:
 
     def _is_watched(self, hold: _Hold) -> bool:
         return hold.generation_id in self._watched
-
-    def _check_deadline(self, wait: float) -> None:
-        """Fail fast when the caller's deadline ends before the window has room."""
-        deadline = anyio.current_effective_deadline()
-        if deadline != math.inf and anyio.current_time() + wait > deadline:
-            raise RateLimitError(
-                f"the submission window of {self.limits.submissions} per "
-                f"{self.limits.window:g}s is full and frees in {wait:.2f}s, after the deadline",
-                code="RATE_LIMIT_ERROR",
-                reset_at=time.time() + wait,
-            )
 
     def note_rate_limit(self, info: RateLimitInfo, *, submission: bool) -> None:
         if info.remaining is None:

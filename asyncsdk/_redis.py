@@ -87,8 +87,8 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
     raise ImportError("RedisGate needs the redis extra: pip install 'asyncsdk[redis]'") from exc
 
 from ._config import Limits
-from ._errors import AsyncSDKError, RateLimitError
-from ._limits import GateStatistics, Permit, Probe
+from ._errors import AsyncSDKError
+from ._limits import GateStatistics, Permit, Probe, check_deadline
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -847,7 +847,7 @@ class RedisAccountGate:
                 now = anyio.current_time()
                 wake = reply.b / 1000 if reply.b >= 0 else math.inf
                 if reply.status == "window":
-                    self._check_deadline(wake)
+                    check_deadline(self.limits, wake)
                 elif reply.status == "slot" and probe is not None:
                     if now >= next_probe:
                         unwatched = [
@@ -873,17 +873,6 @@ class RedisAccountGate:
 
     def _is_watched(self, generation_id: str, watched_elsewhere: bool) -> bool:
         return watched_elsewhere or generation_id in self._watched
-
-    def _check_deadline(self, wait: float) -> None:
-        """Fail fast when the caller's deadline ends before the window has room."""
-        deadline = anyio.current_effective_deadline()
-        if deadline != math.inf and anyio.current_time() + wait > deadline:
-            raise RateLimitError(
-                f"the submission window of {self.limits.submissions} per "
-                f"{self.limits.window:g}s is full and frees in {wait:.2f}s, after the deadline",
-                code="RATE_LIMIT_ERROR",
-                reset_at=time.time() + wait,
-            )
 
     def note_rate_limit(self, info: RateLimitInfo, *, submission: bool) -> None:
         if info.remaining is None:
