@@ -385,12 +385,12 @@ class BatchRunner:
             async with receive:
                 async for result in receive:
                     yield result
+            await driver  # raises what stopped the batch, if anything did
         finally:
-            driver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await driver
-        if not driver.cancelled() and driver.exception() is not None:
-            raise driver.exception()  # type: ignore[misc]
+            if not driver.done():  # the caller left early: stop the workers
+                driver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await driver
 
     # -- the driver (a separate task: its task group never spans a yield) ----------------------
     async def _drive(self, jobs: Iterable[Job] | AsyncIterable[Job], send: _Send) -> None:
