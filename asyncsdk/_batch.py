@@ -225,20 +225,35 @@ class _Feed:
         # anyio primitives bind to the running loop: made on first use.
         self._lock: anyio.Lock | None = None
         self._change: anyio.Event | None = None
+        self._drained: anyio.Event | None = None
+        self._lookahead: Job | None = None
         self.seen = 0
 
     async def _next_source_job(self) -> Job | None:
+        if self._lookahead is not None:
+            job, self._lookahead = self._lookahead, None
+            return job
         if self._exhausted:
             return None
         try:
             job = await self._source.__anext__()
         except StopAsyncIteration:
             self._exhausted = True
+            self._check_drained()
             return None
         if not isinstance(job, Job):
             raise TypeError(f"jobs must be asyncsdk.Job objects, got {job!r}")
         self.seen += 1
         return job
+
+    async def look_ahead(self) -> None:
+        """Read one job ahead (if none is waiting), so that the end of the source is known
+        before a worker waits for its account's window only to find nothing left."""
+        self._ready()
+        assert self._lock is not None
+        async with self._lock:
+            if self._lookahead is None and not self._handed_back:
+                self._lookahead = await self._next_source_job()
 
     async def take(self, route: _Route) -> Job | anyio.Event | None:
         """The next job to submit; ``route(job)`` may deal with a job itself (returns False).
@@ -247,8 +262,8 @@ class _Feed:
         but a running job may still be handed back (the caller should not hold its
         account's slot meanwhile).
         """
-        if self._lock is None:
-            self._lock, self._change = anyio.Lock(), anyio.Event()
+        self._ready()
+        assert self._lock is not None
         async with self._lock:
             while True:
                 if self._handed_back:
@@ -260,12 +275,36 @@ class _Feed:
                 if await route(job):
                     self._in_flight += 1
                     return job
-        return self._change if self._in_flight else None
+        if self._in_flight:
+            return self._change
+        self._check_drained()
+        return None
+
+    def _ready(self) -> None:
+        if self._lock is None:
+            self._lock, self._change, self._drained = anyio.Lock(), anyio.Event(), anyio.Event()
+
+    @property
+    def drained(self) -> anyio.Event:
+        """Set once no job will ever be handed out again."""
+        self._ready()
+        assert self._drained is not None
+        return self._drained
+
+    def _check_drained(self) -> None:
+        if (
+            self._exhausted
+            and self._lookahead is None
+            and not self._handed_back
+            and not self._in_flight
+        ):
+            self.drained.set()
 
     def _changed(self) -> None:
         if self._change is not None:
             self._change.set()
             self._change = anyio.Event()
+        self._check_drained()
 
     def finished(self) -> None:
         self._in_flight -= 1
@@ -276,18 +315,29 @@ class _Feed:
         self._handed_back.appendleft(job)
         self._changed()
 
-    @property
-    def exhausted(self) -> bool:
-        return self._exhausted
-
-    @property
-    def handed_back(self) -> bool:
-        return bool(self._handed_back)
-
     def leftovers(self) -> list[Job]:
+        """Jobs taken from the source that no account ran."""
         jobs = list(self._handed_back)
+        if self._lookahead is not None:
+            jobs.append(self._lookahead)
         self._handed_back.clear()
+        self._lookahead = None
         return jobs
+
+
+async def _acquire_unless(client: AsyncClient, done: anyio.Event) -> Permit | None:
+    """A permit from the client's gate, or ``None`` if ``done`` is set first."""
+    permit: Permit | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def stop_when_done() -> None:
+            await done.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(stop_when_done)
+        permit = await client.gate.acquire(probe=client._probe)
+        tg.cancel_scope.cancel()
+    return permit
 
 
 async def _aiter(jobs: Iterable[Job] | AsyncIterable[Job]) -> AsyncIterator[Job]:
@@ -420,7 +470,7 @@ class BatchRunner:
                 if self._journal is not None:
                     with anyio.CancelScope(shield=True):
                         await self._journal.aclose()
-            if feed.exhausted and not feed.handed_back:
+            if feed.drained.is_set():
                 return
             causes = [a.out for a in self._accounts if a.out is not None]
             for job in feed.leftovers():
@@ -463,7 +513,10 @@ class BatchRunner:
         client = account.client
         while account.out is None:
             account.state = "waiting"
-            permit = await client.gate.acquire(probe=client._probe)
+            await feed.look_ahead()
+            permit = await _acquire_unless(client, feed.drained)
+            if permit is None:  # every job is done: don't wait for a window to learn it
+                break
             try:
                 job = await feed.take(route)
             except BaseException:

@@ -237,3 +237,18 @@ async def test_kill_9_at_any_moment_then_rerun_pays_once(
     assert len(lines) == 12 and all(line["ok"] for line in lines)
     assert sum(emu.stats.created.values()) == 12
     assert sorted(names.values()) == [1] * 12  # exactly one generation per job
+
+
+async def test_the_run_ends_with_its_last_job_not_with_the_next_window() -> None:
+    async with Emulator(
+        submissions=2, window=3.0, starting_time=0.01, processing_time=0.02
+    ) as emu, client_for(emu) as client:
+        stream = BatchRunner([client]).run([Job(MODEL, f"p{i}", id=f"j{i}") for i in range(2)])
+        results, last = [], 0.0
+        async with contextlib.aclosing(stream):
+            async for result in stream:
+                results.append(result)
+                last = time.monotonic()
+        ended = time.monotonic() - last
+    assert len(results) == 2 and all(r.ok for r in results)
+    assert ended < 1.0  # the window is full for another ~3 s: nobody waited for it
