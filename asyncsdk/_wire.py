@@ -55,13 +55,21 @@ def parse_datetime(value: object) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
+_FRACTION = re.compile(r"\.(\d+)")
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_iso(value: str) -> datetime:
     # Cached: every poll of a generation carries the same `createdAt` (datetimes are immutable).
     text = value.strip()
     if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not take "Z"
         text = text[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        # Python 3.10 takes only 3 or 6 fractional digits: pad or cut to microseconds.
+        text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
+        parsed = datetime.fromisoformat(text)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 

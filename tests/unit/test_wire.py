@@ -69,6 +69,8 @@ def test_unknown_status_is_a_non_terminal_member() -> None:
         ("2026-11-24T05:00:00", timedelta(0)),  # no zone: UTC
         ("2026-11-24T07:00:00+02:00", timedelta(hours=2)),
         ("2026-11-24T05:00:00.123456", timedelta(0)),
+        ("2026-11-24T05:00:00.1Z", timedelta(0)),
+        ("2026-11-24T05:00:00.123456789+00:00", timedelta(0)),
     ],
 )
 def test_datetimes_are_timezone_aware(text: str, offset: timedelta) -> None:
