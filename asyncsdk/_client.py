@@ -78,7 +78,7 @@ from ._models import (
     GenerationStatus,
     Submission,
 )
-from ._polling import DurationModel, PollSchedule
+from ._polling import COLD_FACTOR, DurationModel, PollSchedule
 from ._retry import is_retryable, wait_times
 from ._transport import Response, Transport
 from ._wire import converter
@@ -585,6 +585,7 @@ class AsyncClient:
                         started=created.timestamp() if created else time.time(),
                         expected=self._durations.expected(generation.model_provider),
                         spread=self._durations.spread(generation.model_provider),
+                        backoff_cap=interval * COLD_FACTOR,
                     )
                 await anyio.sleep(schedule.next_delay(time.time()))
 

@@ -3,18 +3,21 @@
 A generation's status is only known by polling, so every poll trades requests for detection
 delay. :class:`PollSchedule` spends few polls early and most of them where the end is likely:
 
-- Without a hint it starts at ``poll_interval`` and backs off by 1.5x to
-  ``poll_interval * MAX_POLL_FACTOR``.
+- Without a hint (the first generation of a model) it starts at ``poll_interval`` and backs
+  off by 1.5x to ``backoff_cap`` (default ``poll_interval * MAX_POLL_FACTOR``). The client
+  passes ``poll_interval * COLD_FACTOR``, i.e. it polls a model's first generation like a
+  fixed 1 s poller: backing off to 5 s made a cold 10 s generation 2-3 s late, and a batch
+  carries that delay into its next window. It happens once per model and client.
 - With a hint (how long generations of the model take from creation to the end, and how much
   that varies, learnt by :class:`DurationModel` from the ``totalTime`` / ``predictTime`` of
   the generations the client has seen end), it waits for the *window of likely ends*,
   ``expected +/- spread``, and polls across it every ``poll_interval * WINDOW_FACTOR``. The
-  mean detection delay is then half a step (0.15 s at the default 1 s interval) and the polls
+  mean detection delay is then half a step (0.125 s at the default 1 s interval) and the polls
   in the window ``2 * spread / step``. A narrow window (``spread`` at most
   ``poll_interval * SINGLE_FACTOR``) is polled once, at its far edge: the mean delay is then
-  ``spread``, for one poll. On a long wait it looks once after ``poll_interval`` (to report ``starting ->
-  processing``) and at least every ``poll_interval * MAX_POLL_FACTOR`` (in case the hint is
-  wrong). Past the window (a late generation) it polls densely, ``poll_interval / 8``,
+  ``spread``, for one poll. On a long wait it looks once after ``poll_interval`` (to report
+  ``starting -> processing``) and at least every ``poll_interval * MAX_POLL_FACTOR`` (in case
+  the hint is wrong). Past the window (a late generation) it polls densely, ``poll_interval / 8``,
   backing off slowly to ``poll_interval``.
 
 Aiming at the mean alone (the first version) detected every generation that ended early only
@@ -39,10 +42,12 @@ __all__ = ["DurationModel", "PollSchedule"]
 
 DENSE_FACTOR: Final = 1 / 8
 BACKOFF: Final = 1.5
+#: Longest pause between polls without a hint that the client asks for, in poll intervals.
+COLD_FACTOR: Final = 1.0
 #: Poll step across the window of likely ends, in poll intervals (the delay is half of it).
-WINDOW_FACTOR: Final = 0.3
+WINDOW_FACTOR: Final = 0.25
 #: A window of likely ends at most this wide (in poll intervals, each side) is polled once.
-SINGLE_FACTOR: Final = 0.2
+SINGLE_FACTOR: Final = 0.3
 #: A wait longer than this many poll intervals gets one early look (``processing``).
 EARLY_LOOK_FACTOR: Final = 4.0
 #: Weight of the newest observation in the running mean (and deviation) of a model's durations.
@@ -103,11 +108,15 @@ class PollSchedule:
         started: float,
         expected: float | None,
         spread: float = 0.0,
+        backoff_cap: float | None = None,
     ) -> None:
         self.poll_interval = poll_interval
         self.started = started
         self.expected = expected
         self.spread = max(spread, 0.0)
+        self.backoff_cap = (
+            backoff_cap if backoff_cap is not None else poll_interval * MAX_POLL_FACTOR
+        )
         self._next_backoff = poll_interval
         self._dense = poll_interval * DENSE_FACTOR
         self._step = poll_interval * WINDOW_FACTOR
@@ -117,7 +126,8 @@ class PollSchedule:
         """Seconds to sleep before the next poll, given the time of the last one."""
         cap = self.poll_interval * MAX_POLL_FACTOR
         if self.expected is None:
-            delay, self._next_backoff = self._next_backoff, min(self._next_backoff * BACKOFF, cap)
+            delay = self._next_backoff
+            self._next_backoff = min(self._next_backoff * BACKOFF, self.backoff_cap)
             return delay
         end = self.started + self.expected
         narrow = self.spread <= self.poll_interval * SINGLE_FACTOR

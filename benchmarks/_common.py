@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import statistics
@@ -27,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 def progress(message: str) -> None:
@@ -90,15 +92,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = min(max(math.ceil(q / 100 * len(ordered)), 1), len(ordered))
+    return ordered[rank - 1]
 
 
 async def interleaved(
-    variants: Mapping[str, Callable[[], Awaitable[float]]], repetitions: int
-) -> dict[str, list[float]]:
+    variants: Mapping[str, Callable[[], Awaitable[T]]], repetitions: int
+) -> dict[str, list[T]]:
     """Each variant's measurement, ``repetitions`` times, in turn: a, b, c, a, b, c, ..."""
-    results: dict[str, list[float]] = {name: [] for name in variants}
+    results: dict[str, list[T]] = {name: [] for name in variants}
     for _ in range(repetitions):
         for name, measure in variants.items():
             results[name].append(await measure())
@@ -194,7 +196,10 @@ class EmulatorProcess:
         for name, value in self.options.items():
             argv += ["--" + name.replace("_", "-"), str(value)]
         self._process = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+            limit=1 << 24,  # the first line lists every token: 5,000 of them are 190 kB
         )
         assert self._process.stdout is not None
         try:

@@ -240,9 +240,10 @@ async def test_kill_9_at_any_moment_then_rerun_pays_once(
 
 
 async def test_the_run_ends_with_its_last_job_not_with_the_next_window() -> None:
-    async with Emulator(
-        submissions=2, window=3.0, starting_time=0.01, processing_time=0.02
-    ) as emu, client_for(emu) as client:
+    async with (
+        Emulator(submissions=2, window=3.0, starting_time=0.01, processing_time=0.02) as emu,
+        client_for(emu) as client,
+    ):
         stream = BatchRunner([client]).run([Job(MODEL, f"p{i}", id=f"j{i}") for i in range(2)])
         results, last = [], 0.0
         async with contextlib.aclosing(stream):
