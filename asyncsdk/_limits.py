@@ -37,6 +37,7 @@ the unit tests run on a fake clock without sockets.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import math
@@ -242,6 +243,19 @@ class Gate(Protocol):
         """The gate of the account ``account_key`` (a hash, never the API key itself)."""
 
 
+@contextlib.contextmanager
+def counting(counts: collections.Counter[str], key: str) -> Iterator[None]:
+    """Count ``key`` in ``counts`` while the block runs (at zero the key is removed), e.g.
+    the ``watch()`` loops following a generation in this process."""
+    counts[key] += 1
+    try:
+        yield
+    finally:
+        counts[key] -= 1
+        if not counts[key]:
+            del counts[key]
+
+
 def check_deadline(limits: Limits, wait: float) -> None:
     """Fail fast when the caller's deadline ends before the window has room in ``wait`` s.
 
@@ -275,7 +289,7 @@ class LocalAccountGate:
         self.probe_interval = probe_interval
         self._window = SubmissionWindow(limits.submissions, limits.window, limits.margin)
         self._holds: list[_Hold] = []
-        self._watched: dict[str, int] = {}
+        self._watched: collections.Counter[str] = collections.Counter()
         self._reads_paused_until = -math.inf
         self._waiting = 0
         # anyio primitives bind to the running event loop: made on first use.
@@ -325,15 +339,8 @@ class LocalAccountGate:
             else:
                 self._drop(hold)
 
-    @contextlib.contextmanager
-    def watching(self, generation_id: str) -> Iterator[None]:
-        self._watched[generation_id] = self._watched.get(generation_id, 0) + 1
-        try:
-            yield
-        finally:
-            left = self._watched.pop(generation_id) - 1
-            if left:
-                self._watched[generation_id] = left
+    def watching(self, generation_id: str) -> contextlib.AbstractContextManager[None]:
+        return counting(self._watched, generation_id)
 
     # -- admission ---------------------------------------------------------------------------
     async def acquire(self, *, probe: Probe | None = None) -> Permit:

@@ -64,6 +64,7 @@ service's 429, which the client handles, is the backstop there.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -71,7 +72,7 @@ import math
 import secrets
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -88,7 +89,7 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
 
 from ._config import Limits
 from ._errors import AsyncSDKError
-from ._limits import GateStatistics, Permit, Probe, check_deadline
+from ._limits import GateStatistics, Permit, Probe, check_deadline, counting
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -690,7 +691,7 @@ class RedisAccountGate:
             f"margin={limits.margin!r}"
         )
         self._held: dict[str, str | None] = {}  # our renewed leases -> their generation ids
-        self._watched: dict[str, int] = {}
+        self._watched: collections.Counter[str] = collections.Counter()
         self._reads_paused_until = -math.inf
         self._pending_resync: tuple[str, str] | None = None
         self._waiting = 0
@@ -796,16 +797,9 @@ class RedisAccountGate:
     async def resolve_orphans(self, running: Sequence[str]) -> None:
         await self._run("resolve_orphans", *running)
 
-    @contextlib.contextmanager
-    def watching(self, generation_id: str) -> Iterator[None]:
+    def watching(self, generation_id: str) -> contextlib.AbstractContextManager[None]:
         # Other processes learn it with the next renewal of the lease (``w``).
-        self._watched[generation_id] = self._watched.get(generation_id, 0) + 1
-        try:
-            yield
-        finally:
-            left = self._watched.pop(generation_id) - 1
-            if left:
-                self._watched[generation_id] = left
+        return counting(self._watched, generation_id)
 
     # -- admission ---------------------------------------------------------------------------
     async def acquire(self, *, probe: Probe | None = None) -> Permit:

@@ -32,7 +32,7 @@ async def wrong_shape(request: web.Request) -> web.Response:
 
 
 async def slow(request: web.Request) -> web.Response:
-    await asyncio.sleep(1)
+    await asyncio.sleep(0.6)  # longer than the client's 0.3 s timeout
     return web.json_response({"success": True, "data": {}})
 
 
