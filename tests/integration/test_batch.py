@@ -226,7 +226,8 @@ async def test_kill_9_at_any_moment_then_rerun_pays_once(
         # 1: dies between the service accepting its 3rd submission and the journal noting it.
         code, lines = await _run_child(emu, journal, child_env, "--die-at-submitted", "3")
         assert code == -signal.SIGKILL
-        assert sum(emu.stats.created.values()) == 3
+        # Its 3rd answer was never recorded; the other account's submission may be in flight.
+        assert 3 <= sum(emu.stats.created.values()) <= 4
         # 2: killed from outside at an arbitrary moment, mid-batch.
         code, lines = await _run_child(emu, journal, child_env, kill_after=4)
         assert code == -signal.SIGKILL
