@@ -328,6 +328,7 @@ class _Feed:
 async def _acquire_unless(client: AsyncClient, done: anyio.Event) -> Permit | None:
     """A permit from the client's gate, or ``None`` if ``done`` is set first."""
     permit: Permit | None = None
+    failure: Exception | None = None
     async with anyio.create_task_group() as tg:
 
         async def stop_when_done() -> None:
@@ -335,8 +336,13 @@ async def _acquire_unless(client: AsyncClient, done: anyio.Event) -> Permit | No
             tg.cancel_scope.cancel()
 
         tg.start_soon(stop_when_done)
-        permit = await client.gate.acquire(probe=client._probe)
+        try:
+            permit = await client.gate.acquire(probe=client._probe)
+        except Exception as exc:  # raised below as itself, not inside an ExceptionGroup
+            failure = exc
         tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return permit
 
 

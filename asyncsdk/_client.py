@@ -645,12 +645,20 @@ class AsyncClient:
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", prefix or generation.generation_id).lstrip(".")
         paths: list[Path | None] = [None] * len(generation.output_images)
 
+        failures: list[Exception] = []
+
         async def fetch(index: int, url: str) -> None:
-            paths[index] = await self._fetch(url, target, f"{stem}-{index + 1}")
+            try:
+                paths[index] = await self._fetch(url, target, f"{stem}-{index + 1}")
+            except Exception as exc:  # the first failure stops the others (temp files go too)
+                failures.append(exc)
+                tg.cancel_scope.cancel()
 
         async with anyio.create_task_group() as tg:
             for index, url in enumerate(generation.output_images):
                 tg.start_soon(fetch, index, url)
+        if failures:
+            raise failures[0]  # the SDK's own error, not an ExceptionGroup
         return [path for path in paths if path is not None]
 
     async def _download_once(self, url: str, directory: Path, stem: str) -> Path:
@@ -666,8 +674,8 @@ class AsyncClient:
                         await file.write(chunk)
             await anyio.Path(part).replace(path)
             return path
-        finally:
-            with contextlib.suppress(FileNotFoundError):
+        finally:  # shielded: a cancelled download must still remove its partial file
+            with anyio.CancelScope(shield=True), contextlib.suppress(FileNotFoundError):
                 await anyio.Path(part).unlink()
 
 

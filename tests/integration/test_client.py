@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import attrs
 import pytest
 
 import asyncsdk
@@ -163,3 +165,16 @@ async def test_the_key_never_reaches_a_log_line(
     assert any("asyncsdk" in r.name for r in caplog.records)
     text = "\n".join(r.getMessage() for r in caplog.records) + str(caught.value) + repr(c)
     assert emu.tokens[0] not in text
+
+
+async def test_a_failed_download_raises_the_sdk_error_and_leaves_no_files(
+    client: AsyncClient, tmp_path: Path
+) -> None:
+    generation = await client.generate(MODEL, "two pictures", output_number=2)
+    broken = attrs.evolve(
+        generation, output_images=(generation.output_images[0], generation.output_images[0] + "x")
+    )
+    with pytest.raises(asyncsdk.APIError) as caught:
+        await client.download(broken, tmp_path)
+    assert caught.value.status == 404
+    assert [p async for p in anyio.Path(tmp_path).glob(".*.part")] == []
