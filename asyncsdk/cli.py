@@ -236,9 +236,16 @@ async def _with_live_display(
                     await anyio.sleep(1 / 12)
 
             tg.start_soon(refresh)
-            await consume()
+            try:
+                await consume()
+            except Exception as exc:  # re-raised below as itself, not in an ExceptionGroup
+                failure: Exception | None = exc
+            else:
+                failure = None
             tg.cancel_scope.cancel()
         live.update(_progress_view(runner.progress(), total))
+    if failure is not None:
+        raise failure
 
 
 def _progress_view(progress: BatchProgress, total: int | None) -> Any:

@@ -149,3 +149,13 @@ async def test_emulator_command_serves() -> None:
             first = (await process.stdout.receive()).decode()
         process.terminate()
     assert "/api/v1" in first and ":0/" not in first
+
+
+async def test_a_batch_whose_accounts_all_fail_says_so(emu: Emulator, tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "a kite"}\n{"prompt": "a boat"}\n')
+    emu.revoke(emu.tokens[0])
+    for output in ([], ["--json"]):
+        code, _, err = await cli(emu, *output, "batch", str(jobs))
+        assert code == 1, err
+        assert "every account was taken out" in err and "Traceback" not in err
