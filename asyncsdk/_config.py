@@ -8,7 +8,6 @@ benchmarks compress time by passing smaller values.
 
 from __future__ import annotations
 
-import enum
 import os
 from typing import Any, Final
 
@@ -21,9 +20,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ENV_API_KEY",
     "ENV_BASE_URL",
-    "NOT_GIVEN",
     "Limits",
-    "NotGiven",
     "env_api_key",
     "env_base_url",
 ]
@@ -45,21 +42,6 @@ ENV_BASE_URL: Final = "BABYSEA_BASE_URL"
 MAX_IMAGE_BYTES: Final = 10 * 1024 * 1024
 MAX_TOTAL_IMAGE_BYTES: Final = 20 * 1024 * 1024
 MAX_IMAGES: Final = 10
-
-
-class NotGiven(enum.Enum):
-    """Sentinel type for "use the client's setting", distinct from ``None``."""
-
-    NOT_GIVEN = enum.auto()
-
-    def __repr__(self) -> str:
-        return "NOT_GIVEN"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-NOT_GIVEN: Final = NotGiven.NOT_GIVEN
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:

@@ -34,8 +34,6 @@ import attrs
 
 __all__ = ["Journal", "JournalEntry"]
 
-STATES: Final = ("pending", "submitting", "submitted", "succeeded", "failed")
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -205,7 +203,3 @@ class Journal:
     async def pending(self, job_id: str, error: str | None = None) -> None:
         """Back to the queue (nothing was created, or the outcome is to be retried)."""
         await self._set(job_id, "pending", error=error, generation_id=None)
-
-    async def counts(self) -> dict[str, int]:
-        rows = await self._run("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-        return {state: 0 for state in STATES} | {state: n for state, n in rows}

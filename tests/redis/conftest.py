@@ -95,26 +95,25 @@ class RedisServer:
         self.process = None
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """The session's Redis; tests isolate themselves by namespace."""
+def _running_redis() -> Iterator[RedisServer]:
     server = RedisServer(redis_server_path())
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The session's Redis; tests isolate themselves by namespace."""
+    yield from _running_redis()
 
 
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     """A Redis of this test alone (to stop it mid-run)."""
-    server = RedisServer(redis_server_path())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running_redis()
 
 
 @pytest.fixture
