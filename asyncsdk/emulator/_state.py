@@ -17,6 +17,8 @@ emulator's monotonic clock::
 A generation is `starting` before `processing_at`, `processing` until `ends_at`, then
 `succeeded`, or `failed` when scripted to fail or when it reached the deadline (failureReason
 "Generation timed out after N seconds and was cancelled", N the effective timeout). A
+generation scripted with `Faults.unknown_status` has ``ends_at = processing_at`` and shows its
+`final_status` from then on (refunded like a failure, null failure reason and times). A
 generation is *in progress* exactly while ``now < ends_at``, so the concurrency check is exact
 at any moment. All durations are scaled by `time_scale` (see `_settings.Settings.scaled`).
 
@@ -127,15 +129,23 @@ class Generation:
     processing_at: float
     ends_at: float
     failure_reason: str | None
+    final_status: str | None = None  # a status outside the contract's four (a fault)
     settled: bool = False
 
     def status(self, now: float) -> str:
         if now >= self.ends_at:
+            if self.final_status is not None:
+                return self.final_status
             return "failed" if self.failure_reason is not None else "succeeded"
         return "processing" if now >= self.processing_at else "starting"
 
     def running(self, now: float) -> bool:
         return now < self.ends_at
+
+    @property
+    def refunded(self) -> bool:
+        """Whether the generation's credits come back once it has ended."""
+        return self.failure_reason is not None or self.final_status is not None
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -243,6 +253,14 @@ class State:
         self.settle(account)
         return account
 
+    def known_account(self, authorization: str | None, api_key: str | None) -> Account | None:
+        """The account the credentials name (revoked or deleted included), or None; no error."""
+        try:
+            token = _credential(authorization, api_key)
+        except ApiError:
+            return None
+        return self.accounts.get(token)
+
     # Lifecycle and limits.
 
     def settle(self, account: Account, now: float | None = None) -> None:
@@ -254,7 +272,7 @@ class State:
                 still_running.append(generation)
             else:
                 generation.settled = True
-                if generation.failure_reason is not None:
+                if generation.refunded:
                     account.refunded += generation.credit_cost
         account.running = still_running
         horizon = now - self.settings.scaled(self.settings.window)
@@ -301,16 +319,19 @@ class State:
             raise ApiError("INSUFFICIENT_CREDITS", required=cost)
 
         generation_id = str(uuid.uuid4())
-        stuck, scripted_failure = self.faults._take_outcome()
+        outcome = self.faults._take_outcome()
         processing_at = now + settings.scaled(settings.starting_time)
         natural_end = (
             math.inf
-            if stuck
+            if outcome.stuck
             else processing_at + settings.processing_seconds(submission.model, submission.prompt)
         )
         timeout = settings.scaled(settings.generation_timeout)
-        if natural_end < now + timeout:
-            ends_at, failure_reason = natural_end, scripted_failure
+        if outcome.final_status is not None:
+            ends_at, failure_reason = min(processing_at, now + timeout), None
+            self.stats.faults["unknown_status"] += 1
+        elif natural_end < now + timeout:
+            ends_at, failure_reason = natural_end, outcome.failure_reason
         else:
             ends_at = now + timeout
             failure_reason = f"Generation timed out after {timeout:g} seconds and was cancelled"
@@ -327,6 +348,7 @@ class State:
             processing_at=processing_at,
             ends_at=ends_at,
             failure_reason=failure_reason,
+            final_status=outcome.final_status,
         )
         account.spent += cost
         account.window.append(now)
@@ -362,8 +384,10 @@ class State:
         now = self.clock()
         sub = generation.submission
         ended = not generation.running(now)
+        unknown = ended and generation.final_status is not None
         failed = ended and generation.failure_reason is not None
-        succeeded = ended and not failed
+        succeeded = ended and not failed and not unknown
+        timed = ended and not unknown
         images = (
             [f"{origin}/files/{generation.id}/{n}.png" for n in range(1, sub.output_number + 1)]
             if succeeded
@@ -385,9 +409,9 @@ class State:
             "creditCost": generation.credit_cost,
             "failureReason": generation.failure_reason if failed else None,
             "predictTime": (
-                round(max(0.0, generation.ends_at - generation.processing_at), 6) if ended else None
+                round(max(0.0, generation.ends_at - generation.processing_at), 6) if timed else None
             ),
-            "totalTime": round(generation.ends_at - generation.created, 6) if ended else None,
+            "totalTime": round(generation.ends_at - generation.created, 6) if timed else None,
             "createdAt": iso_naive(self.wall(generation.created)),
             "isPublic": False,
             "imageInput": list(generation.image_input),
