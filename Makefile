@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint format unit integration bench web workers clean
+.PHONY: venv demo test lint format docs unit integration bench web workers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,16 +18,20 @@ demo: $(STAMP)
 	$(BIN)/asyncsdk demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check asyncsdk tests benchmarks examples
-	$(BIN)/ruff format --check asyncsdk tests benchmarks examples
+	$(BIN)/ruff check asyncsdk tests benchmarks examples docs
+	$(BIN)/ruff format --check asyncsdk tests benchmarks examples docs
 	$(BIN)/mypy
 	$(BIN)/mypy tests/typing
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix asyncsdk tests benchmarks examples
-	$(BIN)/ruff format asyncsdk tests benchmarks examples
+	$(BIN)/ruff check --fix asyncsdk tests benchmarks examples docs
+	$(BIN)/ruff format asyncsdk tests benchmarks examples docs
 
-test: lint
+# The documentation site (mkdocs.yml) into site/; any warning fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+test: lint docs
 	$(BIN)/pytest
 
 unit: $(STAMP)
@@ -46,4 +50,4 @@ web: $(STAMP)
 	$(BIN)/python -m examples.web
 
 clean:
-	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) out site .mypy_cache .ruff_cache .pytest_cache

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import asyncsdk
 
 
@@ -30,3 +33,14 @@ def test_exported_classes_claim_the_public_module() -> None:
         obj = getattr(asyncsdk, name)
         if isinstance(obj, type):
             assert obj.__module__ == "asyncsdk", name
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    reference = Path(__file__).resolve().parents[2] / "docs" / "reference"
+    documented = {
+        match
+        for page in reference.glob("*.md")
+        for match in re.findall(r"^::: asyncsdk\.(\w+)\s*$", page.read_text(), re.MULTILINE)
+    }
+    missing = set(asyncsdk.__all__) - {"__version__"} - documented
+    assert not missing, f"add to docs/reference/: {sorted(missing)}"
