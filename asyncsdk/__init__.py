@@ -13,12 +13,6 @@ module (``_client``, ``_errors``, ...), and tracebacks show them as ``asyncsdk.N
 import importlib as _importlib
 import typing as _typing
 
-from ._batch import AccountProgress as AccountProgress
-from ._batch import BatchProgress as BatchProgress
-from ._batch import BatchRunner as BatchRunner
-from ._batch import Job as Job
-from ._batch import JobResult as JobResult
-from ._client import AsyncClient as AsyncClient
 from ._config import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._config import Limits as Limits
 from ._errors import APIConnectionError as APIConnectionError
@@ -33,6 +27,7 @@ from ._errors import GenerationFailedError as GenerationFailedError
 from ._errors import GenerationTimeoutError as GenerationTimeoutError
 from ._errors import ImageInputError as ImageInputError
 from ._errors import InsufficientCreditsError as InsufficientCreditsError
+from ._errors import JobExpiredError as JobExpiredError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import RateLimitError as RateLimitError
 from ._errors import ServerError as ServerError
@@ -55,24 +50,46 @@ from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
     from . import webhooks as webhooks
+    from ._batch import AccountProgress as AccountProgress
+    from ._batch import BatchProgress as BatchProgress
+    from ._batch import BatchRunner as BatchRunner
+    from ._batch import Job as Job
+    from ._batch import JobResult as JobResult
+    from ._client import AsyncClient as AsyncClient
     from ._redis import RedisGate as RedisGate
     from ._redis import RedisGateError as RedisGateError
 
-#: Names imported on first use: `import asyncsdk` needs no optional extra (redis).
-_LAZY = {"RedisGate": "._redis", "RedisGateError": "._redis", "webhooks": ".webhooks"}
+#: Names imported on first use: `import asyncsdk` needs no optional extra (redis), and
+#: neither it nor `asyncsdk --help` imports aiohttp (the client and the batch runner load it).
+_LAZY = {
+    "AccountProgress": "._batch",
+    "AsyncClient": "._client",
+    "BatchProgress": "._batch",
+    "BatchRunner": "._batch",
+    "Job": "._batch",
+    "JobResult": "._batch",
+    "RedisGate": "._redis",
+    "RedisGateError": "._redis",
+    "webhooks": ".webhooks",
+}
 
 
 def __getattr__(name: str) -> object:
-    """``asyncsdk.RedisGate`` imports the redis extra (a clear ImportError without it)."""
+    """Import a lazy name's module on first use (a clear ImportError for a missing extra);
+    every public name of that module is then bound here and claims ``asyncsdk``."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     imported = _importlib.import_module(module, __name__)
-    value = imported if name == "webhooks" else getattr(imported, name)
-    if name != "webhooks":
-        value.__module__ = __name__
-    globals()[name] = value
-    return value
+    if name == "webhooks":
+        globals()[name] = imported
+        return imported
+    for other, where in _LAZY.items():
+        if where == module and other != "webhooks":
+            value = getattr(imported, other)
+            value.__module__ = __name__
+            globals()[other] = value
+    return globals()[name]
 
 
 __all__ = [
@@ -105,6 +122,7 @@ __all__ = [
     "ImageInputError",
     "InsufficientCreditsError",
     "Job",
+    "JobExpiredError",
     "JobResult",
     "Journal",
     "Limits",

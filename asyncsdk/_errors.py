@@ -16,7 +16,8 @@
     │   └── ServerError              every HTTP 500 code (FETCH_FAILED, ...)
     ├── APIConnectionError       network failure; subclass APITimeoutError (a TimeoutError)
     ├── GenerationFailedError    .generation (status failed, .failure_reason)
-    └── GenerationTimeoutError   .generation_id .last_status
+    ├── GenerationTimeoutError   .generation_id .last_status
+    └── JobExpiredError          .job_id .start_by: a batch job not started by its deadline
 
 :func:`error_for` turns an error response into the right class: by code when the code is
 known, else by HTTP status, keeping the unknown code on ``.code``. Errors the SDK raises before
@@ -29,6 +30,7 @@ Misuse of the SDK itself (bad arguments, a closed client) raises ``ValueError``,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -47,6 +49,7 @@ __all__ = [
     "GenerationFailedError",
     "GenerationTimeoutError",
     "ImageInputError",
+    "JobExpiredError",
     "InsufficientCreditsError",
     "NotFoundError",
     "RateLimitError",
@@ -206,6 +209,24 @@ class GenerationTimeoutError(AsyncSDKError, TimeoutError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.generation_id, self.last_status))
+
+
+class JobExpiredError(AsyncSDKError):
+    """A batch job could not start before its ``start_by`` deadline; it was never submitted
+    (nothing was paid), and a rerun may run it.
+
+    :ivar job_id: the job's id.
+    :ivar start_by: the deadline, Unix time.
+    """
+
+    def __init__(self, job_id: str, start_by: float) -> None:
+        self.job_id = job_id
+        self.start_by = start_by
+        late = time.strftime("%H:%M:%S", time.localtime(start_by))
+        super().__init__(f"job {job_id} could not start by its deadline ({late}); not submitted")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.job_id, self.start_by))
 
 
 _BY_CODE: Final[Mapping[str, type[APIError]]] = {
