@@ -53,7 +53,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -82,14 +82,17 @@ __all__ = [
 SIGNATURE_HEADER: Final = "X-Webhook-Signature"
 #: How far (seconds, either direction) a delivery's timestamp may be from now.
 DEFAULT_TOLERANCE: Final = 300
-#: The event types the service sends.
+#: The event type of a generation that succeeded.
 GENERATION_COMPLETED: Final = "generation.completed"
+#: The event type of a generation that failed.
 GENERATION_FAILED: Final = "generation.failed"
 
 _HEX_DIGEST: Final = re.compile(r"[0-9a-fA-F]{64}")
 _DIGITS: Final = re.compile(r"[0-9]{1,12}")
 
-Secret = str | bytes
+#: An endpoint secret: text (encoded as UTF-8) or any bytes-like object (its bytes).
+Secret = str | bytes | bytearray | memoryview
+_BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 
 class WebhookVerificationError(AsyncSDKError):
@@ -152,12 +155,23 @@ class WebhookEvent:
 attrs.resolve_types(WebhookEvent)
 
 
-def _key(secret: Secret) -> bytes:
-    return secret.encode() if isinstance(secret, str) else bytes(secret)
+def _key(secret: object) -> bytes:
+    if isinstance(secret, str):
+        return secret.encode()
+    if isinstance(secret, _BYTES_LIKE):
+        # Never bytes(n) of something else: an int, or an item of a bytearray, is a length.
+        return bytes(secret)
+    raise TypeError(f"a webhook secret must be str or bytes, got {type(secret).__name__}")
 
 
 def _keys(secret: Secret | Sequence[Secret]) -> list[bytes]:
-    secrets = [secret] if isinstance(secret, (str, bytes)) else list(secret)
+    # One bytes-like secret is one key: iterating it would give integers, not secrets.
+    if isinstance(secret, (str, *_BYTES_LIKE)):
+        secrets: list[object] = [secret]
+    elif isinstance(secret, Iterable):
+        secrets = list(secret)
+    else:
+        raise TypeError(f"a webhook secret must be str or bytes, got {type(secret).__name__}")
     keys = [_key(item) for item in secrets]
     if not keys or not all(keys):
         raise ValueError("the webhook secret must be a non-empty string (whsec_...)")
@@ -254,13 +268,15 @@ def verify(
 
     :param raw_body: the request body exactly as received (``str`` is encoded as UTF-8).
     :param signature_header: the ``X-Webhook-Signature`` value; ``None`` when absent.
-    :param secret: the endpoint secret (``whsec_...``) as given, or several during a rotation.
+    :param secret: the endpoint secret (``whsec_...``) as given, ``str`` or bytes-like, or
+        several during a rotation.
     :param tolerance: the largest allowed ``|now - t|``, seconds.
     :param now: the current Unix time; default ``time.time()``.
     :raises MalformedSignatureError: the header is missing or unreadable.
     :raises InvalidSignatureError: no signature matches.
     :raises StaleTimestampError: the signed timestamp is too old or too far ahead.
     :raises MalformedPayloadError: the signed body is not an event.
+    :raises TypeError: a secret is neither ``str`` nor bytes-like.
     """
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")

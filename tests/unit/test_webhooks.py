@@ -270,3 +270,31 @@ def test_bad_arguments_are_misuse() -> None:
         verify(body, header_for(body), SECRET, tolerance=-1)
     with pytest.raises(TypeError, match="raw_body"):
         verify(json.loads(body), header_for(body), SECRET, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [bytearray, memoryview, lambda raw: [bytearray(raw)], lambda raw: ("x", memoryview(raw))],
+)
+def test_a_bytes_like_secret_is_its_bytes_not_a_key_of_zeros(wrap: Any) -> None:
+    body = event_body()
+    raw = SECRET.encode()
+    # Iterated as integers, each byte n of the secret would become bytes(n): a key of zeros.
+    zeros = b"".join(bytes(n) for n in raw)
+    forged = hmac.new(zeros, f"{NOW}.".encode() + body, hashlib.sha256).hexdigest()
+    with pytest.raises(InvalidSignatureError):
+        verify(body, f"t={NOW},v1={forged}", wrap(raw), now=NOW)
+    assert verify(body, header_for(body), wrap(raw), now=NOW).type == "generation.completed"
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
+def test_sign_takes_a_bytes_like_secret_as_its_bytes(wrap: Any) -> None:
+    body = event_body()
+    assert sign(body, wrap(SECRET.encode()), timestamp=NOW) == header_for(body)
+
+
+@pytest.mark.parametrize("secret", [42, [42], ["whsec_ok", 7], None])
+def test_a_secret_that_is_not_text_or_bytes_is_refused(secret: Any) -> None:
+    body = event_body()
+    with pytest.raises(TypeError, match="secret"):
+        verify(body, header_for(body), secret, now=NOW)
