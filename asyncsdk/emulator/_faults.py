@@ -219,9 +219,10 @@ class Faults:
         A backend or a read replica down for a while. `kind` is ``"500"`` (the seed's
         INTERNAL_SERVER_ERROR envelope), ``"html503"`` (HTTP 503 with a text/html body, a load
         balancer's page) or ``"timeout"`` (no answer: the request is held until the outage
-        ends, then the connection is closed without a response). Nothing is created by a
-        request that meets an outage. Outages on several routes may overlap; the first one
-        scripted wins.
+        ends, then the connection is closed without a response; aiohttp clients resend an
+        idempotent request once on such a hang-up, so make a ``"timeout"`` outage longer than
+        the client's timeout to make reads time out). Nothing is created by a request that
+        meets an outage. Outages on several routes may overlap; the first one scripted wins.
         """
         _check_seconds(seconds)
         _check_choice("route", route, ROUTES)
