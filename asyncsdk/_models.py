@@ -30,11 +30,21 @@ __all__ = [
 ]
 
 
+#: How many unknown status strings `GenerationStatus` keeps as cached pseudo-members: a new
+#: server-side state is one string, so a few suffice; a server sending endless distinct
+#: strings cannot grow the class without bound.
+MAX_CACHED_UNKNOWN_STATUSES = 32
+
+
 class GenerationStatus(str, enum.Enum):
     """Where a generation is in its life: ``starting`` → ``processing`` → a terminal state.
 
     A status string the SDK does not know becomes a non-terminal pseudo-member instead of
-    an error, so a new server-side state never breaks a running stream.
+    an error, so a new server-side state never breaks a running stream. Such members compare
+    and hash as their string: the same unknown status is equal (and deduplicated by
+    :meth:`asyncsdk.AsyncClient.watch`) on every poll. The first
+    ``MAX_CACHED_UNKNOWN_STATUSES`` unknown strings are also cached, so that each is one
+    object; past that bound each lookup makes a new, equal, pseudo-member.
     """
 
     STARTING = "starting"
@@ -54,7 +64,9 @@ class GenerationStatus(str, enum.Enum):
         member = str.__new__(cls, value)
         member._name_ = value.upper()
         member._value_ = value
-        # Cached, so that the same unknown state is the same object on every poll.
+        cached_unknown = len(cls._value2member_map_) - len(cls._member_map_)
+        if cached_unknown >= MAX_CACHED_UNKNOWN_STATUSES:
+            return member  # equal to any other member made from the same string
         return cls._value2member_map_.setdefault(value, member)  # type: ignore[return-value]
 
     def __str__(self) -> str:
