@@ -8,7 +8,9 @@ Faults are scriptable (`Faults`) and what clients did is observable (`EmulatorSt
 
     async with Emulator(time_scale=0.05) as emu:
         emu.faults.fail_reads(2)
+        emu.faults.outage(1.0, route="list", kind="html503")
         ...  # point a client at emu.base_url with emu.tokens[0]
+        emu.generations(emu.tokens[0])  # what the server created, names as sent
 
 Architecture (one concern per private module; the docstring of each holds its details)::
 
@@ -42,7 +44,24 @@ Decisions where the contract is silent (each detailed where it is implemented):
   the ledger with one `purchased` grant of n (`_state`).
 - Limit values in messages and failure reasons are the effective (time-scaled) ones; a
   RATE_LIMIT_ERROR message says "per minute" only when the window is 60 s.
-- Request faults strike API routes only, before authentication (`_faults`).
+- Request faults strike API routes only. Delays, outages, echoed headers, scripted 500s and
+  drops before create strike before authentication, so they create, charge and count nothing;
+  drops after create and garbled submission answers strike after the generation was created,
+  charged and counted. Each fault has one decision point; `Faults.chaos` draws at the same
+  points from one seeded generator per point (`_faults`).
+- Fault pages: an outage's HTML 503 is a load balancer's page; echoed headers are printed
+  verbatim (credentials included) in an HTML page or in a JSON envelope's `message` with code
+  INTERNAL_SERVER_ERROR; a ``timeout`` outage holds a request until the outage ends, then
+  closes the connection without an answer (`_app`).
+- A garbled answer is still HTTP 200 and keeps its rate-limit headers; ``no_id`` drops
+  `generationId` from a submission answer and `generationId`/`status` from read records
+  (`_app`).
+- A status outside the contract's four (`Faults.unknown_status`) shows from the end of
+  `starting` on and never changes; the generation then holds no concurrency slot, is refunded
+  like a failure, has null failure reason and times, and sends no webhook (`_state`).
+- `list_lag` hides a generation from List All Images (and its `total`) for real seconds after
+  its creation; Check Image Status sees it at once (`_app`).
+- Stripped rate-limit hints: `strip_rate_limit_headers` counts only answers that had hints.
 - Unknown routes answer 404 NOT_FOUND in the error envelope (an emulator-only code).
 - Webhooks, when `webhook_url` is set, fire once per generation when it ends (`_app`).
 """

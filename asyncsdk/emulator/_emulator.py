@@ -176,7 +176,12 @@ class Emulator:
         return dict(self._state.account(token).credits())
 
     def generations(self, token: str) -> list[dict[str, Any]]:
-        """The account's generation records (Check Image Status shape), oldest first."""
+        """The account's generation records (Check Image Status shape), oldest first.
+
+        The server's own record of what it created, whatever the client heard: every
+        generation, dropped or garbled answers included, with `name` as sent (the prompt's
+        first 30 characters when none was), `createdAt` and the status now (final once ended).
+        """
         account = self._state.account(token)
         origin = self.url if self._runner is not None else f"http://{self.host}:{self.port}"
         return [self._state.record(generation, origin) for generation in account.generations]

@@ -368,9 +368,12 @@ async def test_stripped_429s_are_still_429s(serve: Serve) -> None:
 async def test_unknown_status_ends_for_ever_and_frees_the_slot(serve: Serve) -> None:
     emulator, api = await serve(credits=10, concurrent=1)
     emulator.faults.unknown_status(1, "canceled")
+    started = time.monotonic()
     generation_id = (await api.submit()).data["generationId"]
     assert emulator.credits(api.token)["total"] == 8
     record = await api.wait_for(generation_id, "canceled")
+    # From the end of `starting` on, long before the auto-cancel deadline.
+    assert time.monotonic() - started < emulator.settings.generation_timeout / 2
     assert record["failureReason"] is None and record["outputImages"] == []
     listed = (await api.get("/data/list/image")).data["generations"]
     assert [(g["generationId"], g["status"]) for g in listed] == [(generation_id, "canceled")]
