@@ -969,3 +969,10 @@ class _RedisPermit:
                 generation_id,
                 self.gate.lease_ttl,
             )
+
+
+# Tracebacks read `asyncsdk.RedisGateError` even before anyone asks the package for the name
+# (its lazy `__getattr__` only runs on `asyncsdk.RedisGateError`).
+for _public in (RedisGate, RedisGateError):
+    _public.__module__ = "asyncsdk"
+del _public
