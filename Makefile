@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint format docs unit integration bench web workers clean
+.PHONY: venv demo test lint format docs unit integration emulator bench web workers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
+
+emulator: $(STAMP)
+	$(BIN)/pytest tests/emulator
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
