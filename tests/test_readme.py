@@ -3,7 +3,7 @@
 Each ``python`` block runs as a script in its own process with ``BABYSEA_BASE_URL`` and
 ``BABYSEA_API_KEY`` pointing at a fresh emulator; each ``bash`` block made only of
 ``asyncsdk`` / ``printf`` commands runs in a shell the same way. The "Scaling out" and "Web
-apps" sections are run by their own tests (tests/redis, tests/web).
+apps" sections are run by their own tests (tests/redis, tests/examples/web).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -96,14 +97,23 @@ def test_resync_never_believes_more_room_than_the_server_reports() -> None:
 
 
 # -- the gate ----------------------------------------------------------------------------------
-def make_gate(**limits: float) -> tuple[LocalAccountGate, FakeClock]:
-    clock = FakeClock()
-    settings = {"submissions": 2, "window": 10.0, "concurrent": 1, "generation_timeout": 50.0}
-    settings.update(limits)
-    return LocalAccountGate(Limits(**settings, margin=0.0), clock=clock), clock  # type: ignore[arg-type]
+GateFactory = Callable[..., tuple[LocalAccountGate, FakeClock]]
 
 
-async def test_waiters_are_served_in_arrival_order() -> None:
+@pytest.fixture
+def make_gate(fake_clock: FakeClock) -> GateFactory:
+    """``make_gate(**limits)``: a gate on the test's fake clock, and the clock."""
+
+    def make(**limits: float) -> tuple[LocalAccountGate, FakeClock]:
+        settings = {"submissions": 2, "window": 10.0, "concurrent": 1, "generation_timeout": 50.0}
+        settings.update(limits)
+        gate = LocalAccountGate(Limits(**settings, margin=0.0), clock=fake_clock)  # type: ignore[arg-type]
+        return gate, fake_clock
+
+    return make
+
+
+async def test_waiters_are_served_in_arrival_order(make_gate: GateFactory) -> None:
     gate, clock = make_gate(submissions=1, window=1.0, concurrent=8)
     order: list[int] = []
 
@@ -122,7 +132,7 @@ async def test_waiters_are_served_in_arrival_order() -> None:
     assert clock.time == pytest.approx(1000.0 + 5.0, abs=0.05)  # one a second
 
 
-async def test_slot_is_held_by_the_generation_until_released() -> None:
+async def test_slot_is_held_by_the_generation_until_released(make_gate: GateFactory) -> None:
     gate, clock = make_gate(submissions=10)
     permit = await gate.acquire()
     await permit.answered("gen-1", None)
@@ -144,7 +154,7 @@ async def _append(into: list[object], awaitable: object) -> None:
 
 
 @pytest.mark.parametrize("path", ["failed-submission", "timeout", "cancelled-waiter", "lost"])
-async def test_slot_is_freed_on_every_path(path: str) -> None:
+async def test_slot_is_freed_on_every_path(path: str, make_gate: GateFactory) -> None:
     gate, clock = make_gate(submissions=10, generation_timeout=5.0)
     permit = await gate.acquire()
     if path == "failed-submission":  # e.g. a 400: nothing was created
@@ -168,7 +178,7 @@ async def test_slot_is_freed_on_every_path(path: str) -> None:
     assert gate.statistics().in_progress == 0
 
 
-async def test_cancelling_a_watcher_does_not_free_the_slot() -> None:
+async def test_cancelling_a_watcher_does_not_free_the_slot(make_gate: GateFactory) -> None:
     gate, _ = make_gate(submissions=10)
     permit = await gate.acquire()
     await permit.answered("gen-1", None)
@@ -177,7 +187,9 @@ async def test_cancelling_a_watcher_does_not_free_the_slot() -> None:
     assert gate.statistics().holders == ("gen-1",)
 
 
-async def test_probe_frees_an_unwatched_slot_once_its_generation_ended() -> None:
+async def test_probe_frees_an_unwatched_slot_once_its_generation_ended(
+    make_gate: GateFactory,
+) -> None:
     gate, clock = make_gate(submissions=10)
     permit = await gate.acquire()
     await permit.answered("gen-1", None)
@@ -196,7 +208,7 @@ async def test_probe_frees_an_unwatched_slot_once_its_generation_ended() -> None
     assert clock.time - 1000.0 == pytest.approx(3 * gate.probe_interval, abs=0.3)
 
 
-async def test_watched_holders_are_not_probed() -> None:
+async def test_watched_holders_are_not_probed(make_gate: GateFactory) -> None:
     gate, clock = make_gate(submissions=10, generation_timeout=3.0)
     permit = await gate.acquire()
     await permit.answered("gen-1", None)
@@ -213,14 +225,14 @@ async def test_watched_holders_are_not_probed() -> None:
     assert probed == []  # it expired at the timeout instead
 
 
-async def test_server_headers_resync_the_window() -> None:
+async def test_server_headers_resync_the_window(make_gate: GateFactory) -> None:
     gate, _ = make_gate(submissions=5, window=60.0)
     info = RateLimitInfo(limit=5, remaining=0, reset_at=None, retry_after=2.0)
     gate.note_rate_limit(info, submission=True)
     assert gate.statistics().submissions_in_window == 5
 
 
-async def test_reads_pause_when_the_server_says_none_remain() -> None:
+async def test_reads_pause_when_the_server_says_none_remain(make_gate: GateFactory) -> None:
     gate, clock = make_gate()
     gate.note_rate_limit(RateLimitInfo(60, 0, None, 3.0), submission=False)
     done: list[bool] = []
@@ -257,7 +269,9 @@ def test_limits_validate_their_arguments() -> None:
     assert Limits(window=1.0).margin == 0.02
 
 
-async def test_an_orphaned_slot_is_resolved_from_what_the_account_runs() -> None:
+async def test_an_orphaned_slot_is_resolved_from_what_the_account_runs(
+    make_gate: GateFactory,
+) -> None:
     gate, clock = make_gate(submissions=10, concurrent=2)
     first, second = await gate.acquire(), await gate.acquire()
     await first.orphan()  # its submitter was cancelled mid-request

@@ -26,7 +26,7 @@ need("fastapi", "the web example's framework")
 need("uvicorn", "the web example's server")
 httpx = need("httpx", "the HTTP test client")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BLOCK = re.compile(r"^[ \t]*```(\w+)[ \t]*\n(.*?)^[ \t]*```[ \t]*$", re.M | re.S)
 
 

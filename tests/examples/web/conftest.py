@@ -8,7 +8,8 @@
 
 Both build :class:`examples.web.app.Settings` in emulator mode with a compressed clock
 (:data:`FAST`); keyword arguments override it. Nothing here imports FastAPI at import time,
-so the webhook unit tests run without the example's dependencies.
+so that without the example's dependencies :func:`need` can skip (or, under CI, fail) the
+modules that use them with a message.
 """
 
 from __future__ import annotations

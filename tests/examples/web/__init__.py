@@ -1,4 +1,4 @@
-"""Tests of the web example (``examples/web``) and of ``asyncsdk.webhooks``.
+"""Tests of the web example (``examples/web``); the library's webhook tests are in tests/unit.
 
 :func:`need` imports an optional dependency of these tests: without it a local run skips the
 module with a message, while under CI (``CI`` set and not false) it is an error, so that CI

@@ -1,0 +1,1 @@
+"""Tests of the example applications under ``examples/``, one package per example."""
