@@ -35,7 +35,7 @@ Fixtures (all function-scoped):
 
 Faults. The fault script is ``babysea_emulator.faults`` (:class:`asyncsdk.emulator.Faults`);
 these methods are the supported, stable API for users' tests (each strikes the next matching
-requests or generations, in order; ``clear()`` forgets them all):
+requests or generations, in order; ``faults.clear()`` forgets them all):
 
 ==========================  ================================================================
 what to provoke             how
@@ -86,8 +86,8 @@ Outside pytest, :class:`EmulatorThread` is the same machinery as a context manag
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable, Iterator
-from types import ModuleType
+import sys
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import pytest
@@ -106,16 +106,11 @@ if TYPE_CHECKING:
     from ._harness import occupy_slot as occupy_slot
     from ._webhooks import WebhookReceiver as WebhookReceiver
 
-pytest_asyncio: ModuleType | None
-try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - anyio's plugin alone is enough
-    pytest_asyncio = None
-
 __all__ = [
     "COMPRESSED",
     "DEFAULT_MODEL",
     "NSFW_PROMPT",
+    "SUPPORTED_FAULTS",
     "EmulatorThread",
     "WebhookReceiver",
     "babysea_client",
@@ -143,9 +138,24 @@ _LAZY: Final = {
     "occupy_slot": "._harness",
     "WebhookReceiver": "._webhooks",
 }
+#: The ``emulator.faults`` methods that are supported, stable API for users' tests (the table
+#: above). `Faults` has more knobs, for the SDK's own robustness tests, without that promise.
+SUPPORTED_FAULTS: Final = (
+    "clear",
+    "delay",
+    "drop_after_create",
+    "drop_before_create",
+    "fail_generations",
+    "fail_reads",
+    "fail_submissions",
+    "outage",
+    "stick",
+    "strip_rate_limit_headers",
+)
 MARKER: Final = "babysea_emulator"
 #: The loop scopes of pytest-asyncio; the client is opened in the test's own loop.
 _LOOP_SCOPES: Final = ("function", "class", "module", "package", "session")
+_ASYNCIO_PART: Final = "asyncsdk.testing._asyncio"
 
 
 def __getattr__(name: str) -> object:
@@ -163,6 +173,13 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(**options): Emulator keyword arguments for the babysea_emulator fixture "
         "(over the compressed defaults and babysea_emulator_options)",
     )
+    # The pytest-asyncio variants of the client fixture, only when that plugin is active: it
+    # is imported by then, and importing it ourselves earlier would keep pytest from
+    # rewriting its asserts (a warning, an error under filterwarnings=error).
+    if "pytest_asyncio" in sys.modules and not config.pluginmanager.has_plugin(_ASYNCIO_PART):
+        from . import _asyncio
+
+        config.pluginmanager.register(_asyncio, _ASYNCIO_PART)
 
 
 @pytest.fixture
@@ -227,7 +244,7 @@ def _client_fixture_name(request: pytest.FixtureRequest) -> str:
     if "anyio_backend" in request.fixturenames:
         return "_babysea_client_anyio"
     marker = request.node.get_closest_marker("asyncio")
-    if marker is not None and pytest_asyncio is not None:
+    if marker is not None and "pytest_asyncio" in sys.modules:
         scope = marker.kwargs.get("loop_scope") or marker.kwargs.get("scope")
         if scope is None:
             try:
@@ -262,25 +279,3 @@ async def _babysea_client_anyio(
         )
     async with _new_client(babysea_emulator, babysea_client_options) as client:
         yield client
-
-
-def _asyncio_client_fixture(loop_scope: str) -> Callable[..., AsyncIterator[AsyncClient]]:
-    async def client(
-        babysea_emulator: Emulator, babysea_client_options: dict[str, Any]
-    ) -> AsyncIterator[AsyncClient]:
-        async with _new_client(babysea_emulator, babysea_client_options) as opened:
-            yield opened
-
-    assert pytest_asyncio is not None
-    fixture: Callable[..., AsyncIterator[AsyncClient]] = pytest_asyncio.fixture(
-        client,
-        loop_scope=loop_scope,
-        name=f"_babysea_client_asyncio_{loop_scope}",
-    )
-    return fixture
-
-
-if pytest_asyncio is not None:
-    for _scope in _LOOP_SCOPES:
-        globals()[f"_babysea_client_asyncio_{_scope}"] = _asyncio_client_fixture(_scope)
-    del _scope
