@@ -58,6 +58,11 @@ def _default_margin(limits: Limits) -> float:
     return min(0.5, limits.window * 0.02)
 
 
+def _default_settle_time(limits: Limits) -> float:
+    # List lag is the service's, in real seconds: compressing the window does not shrink it.
+    return max(3.0, limits.window / 12)
+
+
 @attrs.frozen
 class Limits:
     """The service's per-account limits, which the SDK's gate enforces on the client side.
@@ -69,6 +74,11 @@ class Limits:
     ``margin`` is the safety distance the gate keeps on top of the window and the timeout, for
     clock drift and rounding; by default 2% of the window, at most half a second.
 
+    ``settle_time`` is how long after a submission the service is assumed to list what it
+    created: a submission whose answer was lost is taken as having created nothing only once
+    the list, read successfully at least that long after the send, does not show it. By
+    default a twelfth of the window, at least 3 s (list lag does not compress with time).
+
     >>> Limits(submissions=10, window=0.5, concurrent=1, generation_timeout=2.0).margin
     0.01
     """
@@ -79,6 +89,9 @@ class Limits:
     generation_timeout: float = attrs.field(default=50.0, validator=_positive)
     margin: float = attrs.field(
         default=attrs.Factory(_default_margin, takes_self=True), validator=_non_negative
+    )
+    settle_time: float = attrs.field(
+        default=attrs.Factory(_default_settle_time, takes_self=True), validator=_non_negative
     )
 
     def __attrs_post_init__(self) -> None:

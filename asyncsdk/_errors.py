@@ -13,8 +13,11 @@
     │   │                            ACCOUNT_NOT_FOUND
     │   ├── RateLimitError           RATE_LIMIT_ERROR            .reset_at
     │   │   └── ConcurrencyLimitError  CONCURRENT_GENERATION_ERROR
-    │   └── ServerError              every HTTP 500 code (FETCH_FAILED, ...)
+    │   ├── ServerError              every HTTP 500 code (FETCH_FAILED, ...)
+    │   └── APIResponseValidationError  a 2xx answer that cannot be read
     ├── APIConnectionError       network failure; subclass APITimeoutError (a TimeoutError)
+    ├── SubmissionUnknownError   .tag .sent_at: sent, and nothing readable has said since
+    │                            whether it created a generation
     ├── GenerationFailedError    .generation (status failed, .failure_reason)
     ├── GenerationTimeoutError   .generation_id .last_status
     └── JobExpiredError          .job_id .start_by: a batch job not started by its deadline
@@ -25,11 +28,14 @@ anything is sent (an image over the size limit, a submission that would have to 
 caller's deadline) use the same classes with ``status=None``.
 
 Misuse of the SDK itself (bad arguments, a closed client) raises ``ValueError``,
-``TypeError`` or ``RuntimeError``, outside this tree. No message ever contains the API key.
+``TypeError`` or ``RuntimeError``, outside this tree. No message ever contains the API key:
+text a server sent (messages, body snippets) is scrubbed of it by the transport before any
+error is built from it (:func:`redact`), and URLs in messages lose their query strings.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
@@ -40,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseValidationError",
     "APITimeoutError",
     "AsyncSDKError",
     "AuthenticationError",
@@ -54,7 +61,9 @@ __all__ = [
     "NotFoundError",
     "RateLimitError",
     "ServerError",
+    "SubmissionUnknownError",
     "error_for",
+    "redact",
 ]
 
 
@@ -161,6 +170,15 @@ class ServerError(APIError):
     """The service failed (HTTP 5xx)."""
 
 
+class APIResponseValidationError(APIError):
+    """The service answered 2xx, but the answer cannot be read (truncated JSON, an HTML page,
+    a record without the fields every answer has).
+
+    On a read it is retried like a 5xx. On a submission it means the outcome is unknown: the
+    service may have created the generation, so the SDK looks for it before anything else.
+    """
+
+
 class APIConnectionError(AsyncSDKError):
     """The service could not be reached, or the connection broke before an answer came.
 
@@ -184,6 +202,35 @@ def _rebuild_connection_error(
 
 class APITimeoutError(APIConnectionError, TimeoutError):
     """No answer within the request timeout."""
+
+
+class SubmissionUnknownError(AsyncSDKError):
+    """A submission was sent, and nothing readable has said since whether it created a
+    generation (its answer was lost or unreadable, and the list could not be read, or did
+    not settle, before the caller's deadline).
+
+    Nothing is sent again. The generation, if any, carries ``tag`` in its ``name``: look for
+    it later (``await client.reconcile(tag, prompt, since=sent_at)``) before submitting again.
+
+    :ivar tag: the tag the submission carried in ``name``.
+    :ivar sent_at: Unix time the request left.
+    :ivar prompt: the submission's prompt (with ``tag``, what identifies it in the list).
+    """
+
+    def __init__(self, tag: str, sent_at: float, prompt: str, reason: str = "") -> None:
+        self.tag = tag
+        self.sent_at = sent_at
+        self.prompt = prompt
+        self.reason = reason
+        detail = f" ({reason})" if reason else ""
+        super().__init__(
+            f"submission {tag} was sent, and whether it created a generation is not known"
+            f"{detail}; it is not sent again: look for a generation named {tag!r} "
+            "(client.reconcile) before submitting again"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.tag, self.sent_at, self.prompt, self.reason))
 
 
 class GenerationFailedError(AsyncSDKError):
@@ -273,6 +320,30 @@ NOTHING_CREATED_CODES: Final = frozenset(
         "GENERATION_START_FAILED",
     }
 )
+
+
+#: The shape of an API key, redacted wherever server text may echo one (not only ours).
+_KEY_SHAPE: Final = re.compile(r"bye_[A-Za-z0-9_-]+")
+_BEARER: Final = re.compile(r"(?i)(bearer\s+)[^\s,;\"'<>]+")
+
+
+_QUERY: Final = re.compile(r"""((?:https?|wss?)://[^\s?#'"<>]*)[?#][^\s'"<>]*""")
+
+
+def redact(text: str, *secrets: str) -> str:
+    """``text`` without ``secrets``, without anything shaped like an API key or a bearer
+    credential, and without the query strings of URLs (a CDN's may be a signature).
+
+    >>> redact("echo: Authorization: Bearer bye_0123abcd, X-API-Key: bye_0123abcd")
+    'echo: Authorization: Bearer ***, X-API-Key: bye_***'
+    >>> redact("GET https://cdn.example/1.png?sig=abc failed")
+    'GET https://cdn.example/1.png failed'
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _QUERY.sub(r"\1", text)
+    return _BEARER.sub(r"\1***", _KEY_SHAPE.sub("bye_***", text))
 
 
 def error_for(

@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import enum
 import heapq
 import math
+import secrets
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
 import attrs
@@ -60,12 +62,15 @@ __all__ = [
     "Clock",
     "Gate",
     "GateStatistics",
+    "Holder",
     "LocalAccountGate",
     "LocalGate",
     "Permit",
+    "Priority",
     "Probe",
     "SubmissionWindow",
     "SystemClock",
+    "capped_hint",
 ]
 
 
@@ -97,6 +102,7 @@ class GateStatistics:
     :ivar submission_limit: ``Limits.submissions``.
     :ivar in_progress: generation slots taken.
     :ivar holders: who holds the slots: generation ids, ``None`` for an answer not seen yet.
+    :ivar orphans: holds nobody settles any more, waiting for the probe to resolve them.
     """
 
     waiting: int
@@ -104,6 +110,7 @@ class GateStatistics:
     submission_limit: int
     in_progress: int
     holders: tuple[str | None, ...]
+    orphans: int = 0
 
 
 class _Entry:
@@ -167,43 +174,90 @@ class SubmissionWindow:
             self._entries.append(_Entry(now + max(horizon, 0.0) + self.margin))
 
 
-class _Hold:
-    """One taken generation slot; ``orphan``: its submitter was cancelled before the answer."""
+class Priority(str, enum.Enum):
+    """Which lane a submission waits in when the account's gate is busy.
 
-    __slots__ = ("expires", "generation_id", "orphan")
+    Waiting ``INTERACTIVE`` submitters are admitted before ``BATCH`` ones (FIFO within a
+    lane), except that after :data:`BATCH_EVERY` interactive admissions in a row a waiting
+    batch submitter goes first, so batch work is never starved.
+    """
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+#: After this many interactive admissions in a row, a waiting batch submitter goes next.
+BATCH_EVERY: Final = 4
+
+
+@attrs.frozen
+class Holder:
+    """One taken generation slot, as a gate shows it to the probe.
+
+    :ivar key: the hold's name in its gate (what :meth:`AccountGate.resolve` takes).
+    :ivar generation_id: the generation holding it, ``None`` while not known.
+    :ivar orphan: nobody is settling it: a request whose outcome is unknown and whose
+        submitter is gone, or a generation the service says runs but nobody here started.
+    :ivar tag: the orphaned request's tag (``None``: an untagged "something runs" hold).
+    :ivar since: Unix time the orphaned request left, or the service said something runs.
+    :ivar watched: a ``watch()`` follows its generation (in any process).
+    """
+
+    key: str
+    generation_id: str | None
+    orphan: bool = False
+    tag: str | None = None
+    since: float | None = None
+    watched: bool = False
+
+
+class _Hold:
+    """One taken generation slot; every hold expires (``generation_timeout + margin``)."""
+
+    __slots__ = ("expires", "generation_id", "key", "orphan", "since", "tag")
 
     def __init__(self, generation_id: str | None, expires: float) -> None:
+        self.key = secrets.token_hex(6)
         self.generation_id = generation_id
         self.expires = expires
         self.orphan = False
+        self.tag: str | None = None
+        self.since: float | None = None
 
 
-Probe = Callable[[Sequence[str | None]], Awaitable[None]]
-"""Called by the head waiter with the unwatched slot holders (``None``: an orphaned slot)."""
+Probe = Callable[[Sequence[Holder]], Awaitable[None]]
+"""Called by the head waiter with the slot holders nobody settles or watches."""
 
 
 class Permit(Protocol):
-    """One admitted submission: a window entry and a generation slot, to be settled."""
+    """One admitted submission: a window entry and a generation slot, to be settled.
+
+    These are a backend's verbs. Only :mod:`asyncsdk._submission` calls them, through its
+    :class:`~asyncsdk._submission.Reservation`, which settles whatever is open on every
+    path (shielded from cancellation).
+    """
 
     async def answered(self, generation_id: str | None, rate_limit: RateLimitInfo | None) -> None:
         """The service answered: it created ``generation_id`` (which now holds the slot),
-        or nothing (``None``: the slot is free again)."""
+        or nothing (``None``: the slot is free again). The window entry counts from now."""
 
-    async def unanswered(self) -> None:
-        """The answer was lost: keep the slot under an unknown owner until resolved."""
+    async def unanswered(self, tag: str, sent_at: float) -> None:
+        """Sent, outcome unknown: the window entry counts from now and the slot stays held
+        (under ``tag``) while the submitter looks for what it created."""
 
     async def adopt(self, generation_id: str) -> None:
-        """Reconciliation found the generation this submission created."""
+        """The submitter found the generation its request created: it holds the slot."""
 
     async def abandon(self) -> None:
-        """Reconciliation found that nothing was created: free the slot."""
+        """The submitter made sure nothing was created: free the slot."""
 
     async def discard(self) -> None:
-        """The submission was never sent: give back the window entry and the slot."""
+        """The request never left: give back the window entry and the slot."""
 
-    async def orphan(self) -> None:
-        """The submitter was cancelled before the answer: nobody will reconcile this slot;
-        the gate's probe resolves it from the account's running generations."""
+    async def orphan(self, tag: str | None, since: float) -> None:
+        """Nobody will settle this slot any more (its submitter is gone while the outcome
+        is unknown, ``tag`` set; or the service said a generation runs that nobody here
+        started, ``tag=None``): the probe of any waiter resolves it."""
 
 
 class AccountGate(Protocol):
@@ -211,8 +265,11 @@ class AccountGate(Protocol):
 
     limits: Limits
 
-    async def acquire(self, *, probe: Probe | None = None) -> Permit:
-        """Wait (FIFO) for a free slot and room in the window; reserve both."""
+    async def acquire(
+        self, *, probe: Probe | None = None, priority: Priority = Priority.INTERACTIVE
+    ) -> Permit:
+        """Wait (FIFO within a priority lane) for a free slot and room in the window;
+        reserve both."""
 
     async def release(self, generation_id: str) -> None:
         """The SDK saw ``generation_id`` end: free its slot, if it holds one."""
@@ -220,9 +277,9 @@ class AccountGate(Protocol):
     async def hold_foreign(self, generation_id: str) -> None:
         """A generation started elsewhere runs on the account: count it as a slot holder."""
 
-    async def resolve_orphans(self, running: Sequence[str]) -> None:
-        """The account's generations in progress right now: orphaned slots take one each
-        (if not held already), the rest are freed."""
+    async def resolve(self, key: str, generation_id: str | None) -> None:
+        """The probe resolved the orphaned hold ``key``: ``generation_id`` holds it (unless
+        another hold has that generation already), or ``None``: it is free."""
 
     def note_rate_limit(self, info: RateLimitInfo, *, submission: bool) -> None:
         """Feed the server's rate-limit headers back (a submission's, or a read's)."""
@@ -232,6 +289,9 @@ class AccountGate(Protocol):
 
     def watching(self, generation_id: str) -> contextlib.AbstractContextManager[None]:
         """Mark ``generation_id`` as watched, so that the probe leaves it alone."""
+
+    def holders(self) -> Sequence[Holder]:
+        """The slot holders as last known (for the probe)."""
 
     def statistics(self) -> GateStatistics: ...
 
@@ -273,6 +333,59 @@ def check_deadline(limits: Limits, wait: float) -> None:
         )
 
 
+def capped_hint(limits: Limits, seconds: float | None) -> float | None:
+    """A server's "wait this long" hint, capped at one window: no hint may stall an account
+    longer than the limits it publishes."""
+    if seconds is None:
+        return None
+    return min(max(seconds, 0.0), limits.window + limits.margin)
+
+
+class _Lanes:
+    """The waiting line of one gate: FIFO per :class:`Priority`, interactive first, with
+    a batch admission after :data:`BATCH_EVERY` interactive ones in a row."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[Priority, collections.deque[anyio.Event]] = {
+            p: collections.deque() for p in Priority
+        }
+        self._head: anyio.Event | None = None
+        self._streak = 0
+
+    def __len__(self) -> int:
+        return sum(len(lane) for lane in self._lanes.values()) + (self._head is not None)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, priority: Priority) -> AsyncIterator[None]:
+        """Wait to be the head of the line; leave it on exit (cancelled or not)."""
+        ticket = anyio.Event()
+        lane = self._lanes[priority]
+        lane.append(ticket)
+        try:
+            if self._head is None:
+                self._next()
+            await ticket.wait()
+            yield
+        finally:
+            if self._head is ticket:
+                self._head = None
+                self._next()
+            elif ticket in lane:
+                lane.remove(ticket)
+
+    def _next(self) -> None:
+        interactive, batch = self._lanes[Priority.INTERACTIVE], self._lanes[Priority.BATCH]
+        if interactive and not (batch and self._streak >= BATCH_EVERY):
+            self._streak += 1
+            self._head = interactive.popleft()
+        elif batch:
+            self._streak = 0
+            self._head = batch.popleft()
+        else:
+            return
+        self._head.set()
+
+
 class LocalAccountGate:
     """The in-process :class:`AccountGate` (see the module docstring).
 
@@ -291,13 +404,30 @@ class LocalAccountGate:
         self._holds: list[_Hold] = []
         self._watched: collections.Counter[str] = collections.Counter()
         self._reads_paused_until = -math.inf
-        self._waiting = 0
+        self._lanes = _Lanes()
         # anyio primitives bind to the running event loop: made on first use.
-        self._turnstile: anyio.Lock | None = None
         self._changed: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<LocalAccountGate {self.statistics()}>"
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits, nothing is held, the window is empty: the gate can be forgotten."""
+        now = self.clock.now()
+        return (
+            not len(self._lanes)
+            and not self._live_holds(now)
+            and not self._window.count(now)
+            and not self._watched
+            and now >= self._reads_paused_until
+        )
+
+    # -- every change of state goes through here --------------------------------------------
+    def _wake(self) -> None:
+        """Wake the waiter: called after *every* mutation (as trio's primitives do)."""
+        if self._changed is not None:
+            self._changed.set()
 
     # -- the slot ----------------------------------------------------------------------------
     def _live_holds(self, now: float) -> list[_Hold]:
@@ -305,21 +435,23 @@ class LocalAccountGate:
             self._holds = [h for h in self._holds if h.expires > now]
         return self._holds
 
-    def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-
     def _hold_expiry(self) -> float:
         return self.clock.now() + self.limits.generation_timeout + self.limits.margin
 
     def _take(self, hold: _Hold, generation_id: str | None) -> None:
         hold.generation_id = generation_id
+        hold.orphan = False
         hold.expires = self._hold_expiry()
+        if generation_id is not None and any(
+            h is not hold and h.generation_id == generation_id for h in self._holds
+        ):
+            self._holds.remove(hold)  # already held (e.g. as a foreign generation)
+        self._wake()
 
     def _drop(self, hold: _Hold) -> None:
         if hold in self._holds:
             self._holds.remove(hold)
-            self._notify()
+        self._wake()
 
     async def release(self, generation_id: str) -> None:
         for hold in [h for h in self._holds if h.generation_id == generation_id]:
@@ -328,33 +460,27 @@ class LocalAccountGate:
     async def hold_foreign(self, generation_id: str) -> None:
         if not any(h.generation_id == generation_id for h in self._holds):
             self._holds.append(_Hold(generation_id, self._hold_expiry()))
-            self._notify()
+            self._wake()
 
-    async def resolve_orphans(self, running: Sequence[str]) -> None:
-        held = {h.generation_id for h in self._holds}
-        unclaimed = [g for g in running if g not in held]
-        for hold in [h for h in self._holds if h.orphan]:
-            if unclaimed:
-                hold.generation_id, hold.orphan = unclaimed.pop(0), False
-            else:
+    async def resolve(self, key: str, generation_id: str | None) -> None:
+        for hold in [h for h in self._holds if h.key == key and h.orphan]:
+            if generation_id is None:
                 self._drop(hold)
+            else:
+                self._take(hold, generation_id)
 
     def watching(self, generation_id: str) -> contextlib.AbstractContextManager[None]:
         return counting(self._watched, generation_id)
 
     # -- admission ---------------------------------------------------------------------------
-    async def acquire(self, *, probe: Probe | None = None) -> Permit:
-        if self._turnstile is None:
-            self._turnstile = anyio.Lock()
-        self._waiting += 1
-        try:
-            async with self._turnstile:  # anyio's Lock is FIFO: arrival order
-                await self._wait_for_room(probe)
-                hold = _Hold(None, math.inf)
-                self._holds.append(hold)
-                return _LocalPermit(self, self._window.reserve(), hold)
-        finally:
-            self._waiting -= 1
+    async def acquire(
+        self, *, probe: Probe | None = None, priority: Priority = Priority.INTERACTIVE
+    ) -> Permit:
+        async with self._lanes.turn(Priority(priority)):
+            await self._wait_for_room(probe)
+            hold = _Hold(None, self._hold_expiry())
+            self._holds.append(hold)
+            return _LocalPermit(self, self._window.reserve(), hold)
 
     async def _wait_for_room(self, probe: Probe | None) -> None:
         next_probe = self.clock.now() + self.probe_interval
@@ -370,13 +496,13 @@ class LocalAccountGate:
                 wake = admit_at
             else:
                 if probe is not None and now >= next_probe:
-                    unwatched = [
-                        h.generation_id
+                    unsettled = [
+                        self._holder(h)
                         for h in holds
                         if h.orphan or (h.generation_id is not None and not self._is_watched(h))
                     ]
-                    if unwatched:
-                        await probe(unwatched)
+                    if unsettled:
+                        await probe(unsettled)
                     next_probe = self.clock.now() + self.probe_interval
                     continue
                 wake = min(h.expires for h in holds)
@@ -385,17 +511,25 @@ class LocalAccountGate:
             self._changed = anyio.Event()
             await self.clock.wait(self._changed, max(wake - now, 0.0))
 
+    def holders(self) -> list[Holder]:
+        return [self._holder(h) for h in self._live_holds(self.clock.now())]
+
+    def _holder(self, hold: _Hold) -> Holder:
+        return Holder(
+            hold.key, hold.generation_id, hold.orphan, hold.tag, hold.since, self._is_watched(hold)
+        )
+
     def _is_watched(self, hold: _Hold) -> bool:
         return hold.generation_id in self._watched
 
     def note_rate_limit(self, info: RateLimitInfo, *, submission: bool) -> None:
         if info.remaining is None:
             return
-        resume = info.resume_at()
-        resets_in = None if resume is None else max(resume - time.time(), 0.0)
+        resets_in = capped_hint(self.limits, resets_in_seconds(info))
         now = self.clock.now()
         if submission:
             self._window.resync(now, info.remaining, resets_in)
+            self._wake()
         elif info.remaining <= 0:
             pause = resets_in if resets_in is not None else self.limits.window
             self._reads_paused_until = max(self._reads_paused_until, now + pause)
@@ -409,12 +543,19 @@ class LocalAccountGate:
         now = self.clock.now()
         holds = self._live_holds(now)
         return GateStatistics(
-            waiting=self._waiting,
+            waiting=len(self._lanes),
             submissions_in_window=self._window.count(now),
             submission_limit=self.limits.submissions,
             in_progress=len(holds),
             holders=tuple(h.generation_id for h in holds),
+            orphans=sum(h.orphan for h in holds),
         )
+
+
+def resets_in_seconds(info: RateLimitInfo) -> float | None:
+    """Seconds until the server's window resets, from either of its hints (uncapped)."""
+    resume = info.resume_at()
+    return None if resume is None else max(resume - time.time(), 0.0)
 
 
 @attrs.define
@@ -423,8 +564,12 @@ class _LocalPermit:
     entry: _Entry
     hold: _Hold
 
-    async def answered(self, generation_id: str | None, rate_limit: RateLimitInfo | None) -> None:
+    def _settle_entry(self) -> None:
         self.gate._window.settle(self.entry, self.gate.clock.now())
+        self.gate._wake()
+
+    async def answered(self, generation_id: str | None, rate_limit: RateLimitInfo | None) -> None:
+        self._settle_entry()
         if rate_limit is not None:
             self.gate.note_rate_limit(rate_limit, submission=True)
         if generation_id is None:
@@ -432,9 +577,10 @@ class _LocalPermit:
         else:
             self.gate._take(self.hold, generation_id)
 
-    async def unanswered(self) -> None:
-        self.gate._window.settle(self.entry, self.gate.clock.now())
+    async def unanswered(self, tag: str, sent_at: float) -> None:
+        self._settle_entry()
         self.gate._take(self.hold, None)
+        self.hold.tag, self.hold.since = tag, sent_at
 
     async def adopt(self, generation_id: str) -> None:
         self.gate._take(self.hold, generation_id)
@@ -446,9 +592,12 @@ class _LocalPermit:
         self.gate._window.discard(self.entry)
         self.gate._drop(self.hold)
 
-    async def orphan(self) -> None:
-        await self.unanswered()
-        self.hold.orphan = True
+    async def orphan(self, tag: str | None, since: float) -> None:
+        if self.entry.expires == math.inf:  # still in flight: it has arrived by now
+            self._settle_entry()
+        self.gate._take(self.hold, None)
+        if self.hold in self.gate._holds:
+            self.hold.orphan, self.hold.tag, self.hold.since = True, tag, since
 
 
 class LocalGate:

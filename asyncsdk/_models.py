@@ -171,12 +171,16 @@ class GenerationPage:
 
 @attrs.frozen
 class Submission:
-    """Answer of a submission: the new generation's id, first status and price."""
+    """Answer of a submission: the new generation's id, first status and price.
+
+    ``tag`` is the ``name`` the submission carried, by which it can be found in the list.
+    """
 
     generation_id: str
     status: GenerationStatus = GenerationStatus.STARTING
     credit_cost: int | None = None
     request_id: str | None = _request_id
+    tag: str | None = None
 
 
 @attrs.frozen

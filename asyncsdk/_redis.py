@@ -11,9 +11,11 @@ a SHA-256 of the account key, itself already a hash, so no API key ever reaches 
 
     <ns>:{h}:window   ZSET  permit -> when its window entry expires (+inf while in flight)
     <ns>:{h}:slots    ZSET  lease  -> when the lease expires (the slot frees)
-    <ns>:{h}:leases   HASH  lease  -> {"g": generation id or "", "c": cap or -1,
+    <ns>:{h}:leases   HASH  lease  -> {"g": generation id or "", "c": cap (never renewed past),
+                                       "a": 1 while admitted and not yet settled,
                                        "w": watched by its holder, "f": fixed (not renewed),
-                                       "o": orphaned (its submitter was cancelled)}
+                                       "o": orphaned (nobody settles it; the probe resolves it),
+                                       "t": the orphan's tag, "s": when it was sent (Unix ms)}
     <ns>:{h}:queue    ZSET  waiter -> ticket number (arrival order)
     <ns>:{h}:beats    ZSET  waiter -> when its heartbeat expires
     <ns>:{h}:seq      STR   ticket and phantom counter
@@ -33,7 +35,8 @@ the local gate, inside the same script that settles the submission.
 
 **The slot** is a lease. Admission creates it with the permit's id as its token and an expiry
 ``lease_ttl`` ahead; a background task of the holding process renews every lease it holds each
-``lease_ttl / 3``, never past the cap ``answer + generation_timeout + margin``. A killed worker
+``lease_ttl / 3``, never past its cap: ``generation_timeout + margin`` after admission, then
+after the answer. No lease is renewed forever, even one whose settlement never ran. A killed worker
 stops renewing, so its slot frees within ``lease_ttl``. Tokens are random and never reused,
 and every release is a compare-and-delete on the holder's own token, so a holder
 whose lease expired can never release, renew or overwrite the lease of the next holder: when
@@ -41,8 +44,9 @@ its late answer comes, the generation it created is recorded as a *fixed* hold (
 freed when the generation is seen ending or at its cap), the way ``hold_foreign`` records a
 generation started elsewhere. ``release(generation_id)`` frees every hold of that generation,
 whoever took it: any process that sees it end may say so. An orphaned hold (its submitter was
-cancelled before the answer) is offered to the head waiter's probe, in any process, and
-``resolve_orphans`` gives it one of the account's running generations or frees it.
+gone while the outcome is unknown, or a generation the service says runs that nobody here
+started) is offered, with its tag, to the head waiter's probe in any process, and
+``resolve(lease, generation)`` gives it the generation the probe found or frees it.
 
 **Fairness and waiting.** In each process one task per account at a time (anyio's FIFO lock)
 takes a ticket (``INCR``) into the queue; only the queue's head is admitted, so processes are
@@ -89,7 +93,17 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
 
 from ._config import Limits
 from ._errors import AsyncSDKError
-from ._limits import GateStatistics, Permit, Probe, check_deadline, counting
+from ._limits import (
+    GateStatistics,
+    Holder,
+    Permit,
+    Priority,
+    Probe,
+    capped_hint,
+    check_deadline,
+    counting,
+    resets_in_seconds,
+)
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -138,7 +152,7 @@ class RedisGateError(AsyncSDKError):
 # Every script gets the seven keys above and ARGV[1..8] = channel, limit, window, margin,
 # concurrent, generation timeout, lease ttl, key retention (times in ms); its own ARGV follow.
 # Each returns {status, a, b, entries in window, slots taken, queue length,
-# {{gid, watched, orphaned}, ...}}.
+# {{lease, gid, watched, orphaned, tag, sent at ms}, ...}}.
 _PRELUDE: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -228,7 +242,8 @@ local function finish(status, a, b)
   local all = redis.call('HGETALL', LEASES)
   for i = 1, #all, 2 do
     local lease = cjson.decode(all[i + 1])
-    holders[#holders + 1] = {lease.g, lease.w, lease.o or 0}
+    holders[#holders + 1] = {all[i], lease.g, lease.w, lease.o or 0, lease.t or '',
+                             tostring(lease.s or '')}
   end
   return {status, a or '', b or '', redis.call('ZCARD', WINDOW), redis.call('ZCARD', SLOTS),
           redis.call('ZCARD', QUEUE), holders}
@@ -273,7 +288,8 @@ if taken < concurrent and used < limit then
   redis.call('ZREM', QUEUE, member)
   redis.call('ZREM', BEATS, member)
   redis.call('ZADD', WINDOW, '+inf', member)
-  write_lease(member, {g = '', c = -1, w = 0, f = 0, o = 0}, now + lease_ttl)
+  write_lease(member, {g = '', c = now + gen_timeout + margin, a = 1, w = 0, f = 0, o = 0},
+              now + lease_ttl)
   changed = true
   return finish('ok', ticket, 0)
 end
@@ -293,24 +309,26 @@ local member = ARGV[9]
 if redis.call('ZREM', QUEUE, member) == 1 then changed = true end
 redis.call('ZREM', BEATS, member)
 local lease = read_lease(member)
-if lease and lease.c == -1 and redis.call('ZSCORE', WINDOW, member) == 'inf' then
+if lease and lease.a == 1 and redis.call('ZSCORE', WINDOW, member) == 'inf' then
   redis.call('ZREM', WINDOW, member)
   drop_lease(member)
 end
 return finish('left')
 """,
     # ARGV[9] permit, [10] 'none' (nothing created: free the slot) or 'held', [11] generation
-    # id or '' (unknown owner), [12] '1' to settle the window entry, [13..14] resync, [15] '1'
-    # when orphaned. -> free | held | lost (the lease had expired: recorded as a fixed hold)
+    # id or '' (unknown owner), [12] '1' to settle the window entry ('2': only if still in
+    # flight), [13..14] resync, [15] '1' when orphaned, [16] tag, [17] sent at (Unix ms).
+    # -> free | held | lost (the lease had expired: recorded as a fixed hold)
     "settle": """
 prune()
 local member, mode, gid = ARGV[9], ARGV[10], ARGV[11]
 local orphan = tonumber(ARGV[15]) or 0
-if ARGV[12] == '1' then
+local tag, sent = ARGV[16] or '', tonumber(ARGV[17])
+if ARGV[12] == '1' or (ARGV[12] == '2' and redis.call('ZSCORE', WINDOW, member) == 'inf') then
   settle_entry(member)
   changed = true
-  resync(ARGV[13], ARGV[14])
 end
+if ARGV[12] ~= '0' then resync(ARGV[13], ARGV[14]) end
 if mode == 'none' then
   drop_lease(member)
   return finish('free')
@@ -318,16 +336,24 @@ end
 local cap = now + gen_timeout + margin
 local lease = read_lease(member)
 if lease then
+  if gid ~= '' and holder_of(gid) and holder_of(gid) ~= member then
+    drop_lease(member)  -- that generation holds a slot already (e.g. as a foreign one)
+    return finish('held')
+  end
   lease.g = gid
   lease.c = cap
+  lease.a = 0
   lease.o = orphan
+  lease.t = tag
+  lease.s = sent
+  changed = true
   local expires = cap
   if lease.f == 0 then expires = math.min(now + lease_ttl, cap) end
   write_lease(member, lease, expires)
   return finish('held')
 end
 if gid == '' or not holder_of(gid) then
-  write_lease(member, {g = gid, c = cap, w = 0, f = 1, o = orphan}, cap)
+  write_lease(member, {g = gid, c = cap, a = 0, w = 0, f = 1, o = orphan, t = tag, s = sent}, cap)
 end
 return finish('lost')
 """,
@@ -353,7 +379,7 @@ return finish('released')
 prune()
 if not holder_of(ARGV[9]) then
   local cap = now + gen_timeout + margin
-  write_lease(ARGV[10], {g = ARGV[9], c = cap, w = 0, f = 1, o = 0}, cap)
+  write_lease(ARGV[10], {g = ARGV[9], c = cap, a = 0, w = 0, f = 1, o = 0}, cap)
 end
 return finish('held')
 """,
@@ -375,32 +401,22 @@ for i = 9, #ARGV, 2 do
 end
 return finish('renewed', lost)
 """,
-    # ARGV[9..] the account's running generations: each orphaned hold takes one that nothing
-    # holds yet; the orphans left over are freed.
-    "resolve_orphans": """
+    # ARGV[9] an orphaned lease, [10] the generation the probe found for it, or '' (nothing:
+    # free it). A generation already held elsewhere frees it too.
+    "resolve": """
 prune()
-local all = redis.call('HGETALL', LEASES)
-local held = {}
-for i = 1, #all, 2 do held[cjson.decode(all[i + 1]).g] = true end
-local unclaimed = {}
-for i = 9, #ARGV do
-  if not held[ARGV[i]] then
-    unclaimed[#unclaimed + 1] = ARGV[i]
-    held[ARGV[i]] = true
-  end
-end
-local taken = 0
-for i = 1, #all, 2 do
-  local lease = cjson.decode(all[i + 1])
-  if lease.o == 1 then
-    if taken < #unclaimed then
-      taken = taken + 1
-      lease.g = unclaimed[taken]
-      lease.o = 0
-      redis.call('HSET', LEASES, all[i], cjson.encode(lease))
-    else
-      drop_lease(all[i])
-    end
+local member, gid = ARGV[9], ARGV[10]
+local lease = read_lease(member)
+if lease and lease.o == 1 then
+  local other = gid ~= '' and holder_of(gid)
+  if gid == '' or (other and other ~= member) then
+    drop_lease(member)
+  else
+    lease.g = gid
+    lease.o = 0
+    lease.t = nil
+    redis.call('HSET', LEASES, member, cjson.encode(lease))
+    changed = true
   end
 end
 return finish('resolved')
@@ -426,11 +442,21 @@ class _Reply:
     in_window: int
     in_progress: int
     queued: int
-    holders: tuple[tuple[str | None, bool, bool], ...]  # (generation id, watched, orphaned)
+    holders: tuple[Holder, ...]
 
     @classmethod
     def parse(cls, raw: Sequence[Any]) -> _Reply:
-        holders = tuple((_text(g) or None, bool(int(w)), bool(int(o))) for g, w, o in raw[6])
+        holders = tuple(
+            Holder(
+                _text(key),
+                _text(g) or None,
+                orphan=bool(int(o)),
+                tag=_text(t) or None,
+                since=int(_text(sent)) / 1000 if _text(sent) else None,
+                watched=bool(int(w)),
+            )
+            for key, g, w, o, t, sent in raw[6]
+        )
         a = [_text(x) for x in raw[1]] if isinstance(raw[1], list) else _text(raw[1])
         b = int(raw[2]) if raw[2] not in ("", b"") else 0
         return cls(_text(raw[0]), a, b, int(raw[3]), int(raw[4]), int(raw[5]), holders)
@@ -794,15 +820,29 @@ class RedisAccountGate:
     async def hold_foreign(self, generation_id: str) -> None:
         await self._run("hold_foreign", generation_id, "foreign." + secrets.token_hex(8))
 
-    async def resolve_orphans(self, running: Sequence[str]) -> None:
-        await self._run("resolve_orphans", *running)
+    async def resolve(self, key: str, generation_id: str | None) -> None:
+        if generation_id is None:
+            self._held.pop(key, None)
+        elif key in self._held:
+            self._held[key] = generation_id
+        await self._run("resolve", key, generation_id or "")
+
+    def holders(self) -> list[Holder]:
+        return [
+            attrs.evolve(h, watched=self._is_watched(h.generation_id, h.watched))
+            if h.generation_id is not None
+            else h
+            for h in self._last.holders
+        ]
 
     def watching(self, generation_id: str) -> contextlib.AbstractContextManager[None]:
         # Other processes learn it with the next renewal of the lease (``w``).
         return counting(self._watched, generation_id)
 
     # -- admission ---------------------------------------------------------------------------
-    async def acquire(self, *, probe: Probe | None = None) -> Permit:
+    async def acquire(
+        self, *, probe: Probe | None = None, priority: Priority = Priority.INTERACTIVE
+    ) -> Permit:
         self._waiting += 1
         try:
             async with self._turnstile:  # FIFO inside the process; tickets across processes
@@ -844,13 +884,13 @@ class RedisAccountGate:
                     check_deadline(self.limits, wake)
                 elif reply.status == "slot" and probe is not None:
                     if now >= next_probe:
-                        unwatched = [
-                            gid
-                            for gid, watched, orphaned in reply.holders
-                            if orphaned or (gid is not None and not self._is_watched(gid, watched))
+                        unsettled = [
+                            h
+                            for h in self.holders()
+                            if h.orphan or (h.generation_id is not None and not h.watched)
                         ]
-                        if unwatched:
-                            await probe(unwatched)
+                        if unsettled:
+                            await probe(unsettled)
                         next_probe = anyio.current_time() + self.probe_interval
                         continue
                     wake = min(wake, next_probe - now)
@@ -865,19 +905,16 @@ class RedisAccountGate:
                     except RedisGateError as exc:  # its heartbeat runs out instead
                         logger.debug("could not leave the queue: %s", exc)
 
-    def _is_watched(self, generation_id: str, watched_elsewhere: bool) -> bool:
+    def _is_watched(self, generation_id: str | None, watched_elsewhere: bool) -> bool:
         return watched_elsewhere or generation_id in self._watched
 
     def note_rate_limit(self, info: RateLimitInfo, *, submission: bool) -> None:
         if info.remaining is None:
             return
-        resets_in = _resets_in(info)
+        resets_in = capped_hint(self.limits, resets_in_seconds(info))
         if submission:
             # Applied by the next acquire, atomically with its decision.
-            self._pending_resync = (
-                str(info.remaining),
-                "" if resets_in is None else str(_ms(resets_in)),
-            )
+            self._pending_resync = _resync_args(self.limits, info)
         elif info.remaining <= 0:
             pause = resets_in if resets_in is not None else self.limits.window
             self._reads_paused_until = max(self._reads_paused_until, time.monotonic() + pause)
@@ -897,7 +934,8 @@ class RedisAccountGate:
             submissions_in_window=last.in_window,
             submission_limit=self.limits.submissions,
             in_progress=last.in_progress,
-            holders=tuple(gid for gid, _, _ in last.holders),
+            holders=tuple(h.generation_id for h in last.holders),
+            orphans=sum(h.orphan for h in last.holders),
         )
 
     async def fetch_statistics(self) -> GateStatistics:
@@ -906,15 +944,10 @@ class RedisAccountGate:
         return self.statistics()
 
 
-def _resets_in(info: RateLimitInfo) -> float | None:
-    resume = info.resume_at()
-    return None if resume is None else max(resume - time.time(), 0.0)
-
-
-def _resync_args(info: RateLimitInfo | None) -> tuple[str, str]:
+def _resync_args(limits: Limits, info: RateLimitInfo | None) -> tuple[str, str]:
     if info is None or info.remaining is None:
         return ("", "")
-    resets_in = _resets_in(info)
+    resets_in = capped_hint(limits, resets_in_seconds(info))
     return (str(info.remaining), "" if resets_in is None else str(_ms(resets_in)))
 
 
@@ -924,18 +957,18 @@ class _RedisPermit:
     member: str
 
     async def answered(self, generation_id: str | None, rate_limit: RateLimitInfo | None) -> None:
-        resync = _resync_args(rate_limit)
+        resync = _resync_args(self.gate.limits, rate_limit)
         if generation_id is None:
             self.gate._held.pop(self.member, None)
             await self.gate._run("settle", self.member, "none", "", "1", *resync)
         else:
             await self._take(generation_id, "1", resync)
 
-    async def unanswered(self) -> None:
-        await self._take(None, "1", ("", ""))
+    async def unanswered(self, tag: str, sent_at: float) -> None:
+        await self._take(None, "1", ("", ""), tag=tag, since=sent_at)
 
-    async def orphan(self) -> None:
-        await self._take(None, "1", ("", ""), orphan=True)
+    async def orphan(self, tag: str | None, since: float) -> None:
+        await self._take(None, "2", ("", ""), orphan=True, tag=tag, since=since)
 
     async def adopt(self, generation_id: str) -> None:
         await self._take(generation_id, "0", ("", ""))
@@ -955,11 +988,22 @@ class _RedisPermit:
         resync: tuple[str, str],
         *,
         orphan: bool = False,
+        tag: str | None = None,
+        since: float | None = None,
     ) -> None:
         if self.member in self.gate._held:
             self.gate._held[self.member] = generation_id
+        sent = "" if since is None else str(round(since * 1000))
         reply = await self.gate._run(
-            "settle", self.member, "held", generation_id or "", settle, *resync, int(orphan)
+            "settle",
+            self.member,
+            "held",
+            generation_id or "",
+            settle,
+            *resync,
+            int(orphan),
+            tag or "",
+            sent,
         )
         if reply.status == "lost":
             self.gate._held.pop(self.member, None)

@@ -125,7 +125,9 @@ async def test_extras_pass_through_and_the_tag_is_set(client: AsyncClient) -> No
     generation = await client.wait(sub.generation_id)
     assert generation.name is not None and generation.name.startswith("sdk-")
     named = await client.generate(MODEL, "a kite", name="my kite")
-    assert named.name == "my kite"
+    # The caller's name stays the prefix; the tag keeps every submission unique (issue 10).
+    assert named.name is not None and named.name.startswith("my kite~")
+    assert len(named.name) == len("my kite~") + 12
 
 
 async def test_watch_yields_each_transition_once_in_order(emu: Emulator) -> None:

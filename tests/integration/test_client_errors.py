@@ -66,7 +66,6 @@ async def test_revoked_key_and_deleted_account(emu: Emulator, client: AsyncClien
     [
         ({"aspect_ratio": "7:3"}, asyncsdk.BadRequestError, "VALIDATION_ERROR"),
         ({"output_number": 9}, asyncsdk.BadRequestError, "VALIDATION_ERROR"),
-        ({"name": "x"}, asyncsdk.BadRequestError, "VALIDATION_ERROR"),
         ({"prompt": "a nude portrait"}, asyncsdk.ContentPolicyError, "NSFW_CONTENT_DETECTED"),
         ({"images": PNG + b"\x00" * 2000}, asyncsdk.ImageInputError, "IMAGE_SIZE_LIMIT_EXCEEDED"),
         ({"images": [PNG + b"\x00" * 900] * 2}, asyncsdk.ImageInputError,
@@ -82,6 +81,18 @@ async def test_submission_rejections(
     check(caught.value, 400, code)
     assert emu.stats.created[emu.tokens[0]] == 0
     assert (await client.account()).credits.total == 1000  # nothing charged
+
+
+async def test_a_bad_name_is_refused_before_anything_is_sent(
+    client: AsyncClient, emu: Emulator
+) -> None:
+    # The name becomes the prefix of the submission's tag, so the SDK checks it itself.
+    with pytest.raises(asyncsdk.BadRequestError) as caught:
+        await client.submit(MODEL, "a harmless kite", name="x")
+    assert (caught.value.status, caught.value.code) == (None, "VALIDATION_ERROR")
+    assert "name" in str(caught.value)
+    assert emu.stats.created[emu.tokens[0]] == 0
+    assert not emu.stats.arrivals.get(emu.tokens[0])
 
 
 async def test_unknown_model_is_a_validation_error(client: AsyncClient) -> None:

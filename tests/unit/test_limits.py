@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from collections.abc import Callable
 
 import anyio
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncsdk import Limits, RateLimitError, RateLimitInfo
-from asyncsdk._limits import LocalAccountGate, SubmissionWindow
+from asyncsdk._limits import Holder, LocalAccountGate, SubmissionWindow
 
 from .fakeclock import FakeClock
 
@@ -172,7 +173,7 @@ async def test_slot_is_freed_on_every_path(path: str, make_gate: GateFactory) ->
         assert gate.statistics().in_progress == 1  # not freed early by the cancellation
         await gate.release("gen-1")
     else:  # the answer was lost and reconciliation found nothing
-        await permit.unanswered()
+        await permit.unanswered("sdk-0123456789ab", 1000.0)
         assert gate.statistics().holders == (None,)
         await permit.abandon()
     assert gate.statistics().in_progress == 0
@@ -193,10 +194,10 @@ async def test_probe_frees_an_unwatched_slot_once_its_generation_ended(
     gate, clock = make_gate(submissions=10)
     permit = await gate.acquire()
     await permit.answered("gen-1", None)
-    probed: list[list[str | None]] = []
+    probed: list[list[Holder]] = []
 
-    async def probe(holders: object) -> None:
-        probed.append(list(holders))  # type: ignore[call-overload]
+    async def probe(holders: Sequence[Holder]) -> None:
+        probed.append(list(holders))
         if len(probed) == 3:  # the third look sees it ended
             await gate.release("gen-1")
 
@@ -204,7 +205,7 @@ async def test_probe_frees_an_unwatched_slot_once_its_generation_ended(
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: _append(got, gate.acquire(probe=probe)))
         await clock.run_until(lambda: bool(got), step=0.25)
-    assert probed == [["gen-1"]] * 3
+    assert [[h.generation_id for h in holders] for holders in probed] == [["gen-1"]] * 3
     assert clock.time - 1000.0 == pytest.approx(3 * gate.probe_interval, abs=0.3)
 
 
@@ -269,23 +270,25 @@ def test_limits_validate_their_arguments() -> None:
     assert Limits(window=1.0).margin == 0.02
 
 
-async def test_an_orphaned_slot_is_resolved_from_what_the_account_runs(
-    make_gate: GateFactory,
-) -> None:
+async def test_an_orphaned_slot_is_resolved_by_the_probe(make_gate: GateFactory) -> None:
     gate, clock = make_gate(submissions=10, concurrent=2)
     first, second = await gate.acquire(), await gate.acquire()
-    await first.orphan()  # its submitter was cancelled mid-request
-    await second.orphan()
+    await first.orphan("sdk-aaaaaaaaaaaa", 1000.0)  # its submitter was cancelled mid-request
+    await second.orphan(None, 1000.0)  # the service said something runs
     assert gate.statistics().holders == (None, None)
-    probed: list[list[str | None]] = []
+    assert gate.statistics().orphans == 2
+    probed: list[list[Holder]] = []
 
-    async def probe(holders: object) -> None:
-        probed.append(list(holders))  # type: ignore[call-overload]
-        await gate.resolve_orphans(["gen-running"])  # one of the two requests got through
+    async def probe(holders: Sequence[Holder]) -> None:
+        probed.append(list(holders))
+        tagged, untagged = holders
+        await gate.resolve(tagged.key, "gen-tagged")  # its tag was found running
+        await gate.resolve(untagged.key, None)  # nothing runs: free
 
     got: list[object] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: _append(got, gate.acquire(probe=probe)))
         await clock.run_until(lambda: bool(got), step=0.25)
-    assert probed == [[None, None]]
-    assert sorted(map(str, gate.statistics().holders)) == ["None", "gen-running"]
+    assert [(h.tag, h.orphan) for h in probed[0]] == [("sdk-aaaaaaaaaaaa", True), (None, True)]
+    assert sorted(map(str, gate.statistics().holders)) == ["None", "gen-tagged"]
+    assert gate.statistics().orphans == 0

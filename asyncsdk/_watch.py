@@ -1,0 +1,129 @@
+"""Following a generation: ``watch()`` yields each status change, ``wait()`` its end.
+
+A paid generation is never given up on because reads fail for a while: a poll that fails
+transiently (5xx streaks, timeouts, unreadable answers, even after the read's own retries)
+is retried quietly with capped backoff. Watching is bounded by the service's own deadline:
+a generation still not ended ``generation_timeout`` after its creation (plus the margin and
+one poll interval) has been cancelled by the service, so a watch that has not seen it end by
+then — reads down all along, or a status the SDK does not know (``canceled``) — ends with
+:class:`~asyncsdk.GenerationTimeoutError` carrying the last status seen. A caller's own
+``timeout`` (or ``anyio.fail_after``) ends it sooner.
+
+Polls follow :class:`~asyncsdk._polling.PollSchedule`, learnt per model by the reader's
+:class:`~asyncsdk._polling.DurationModel`. When the application hands webhook deliveries to
+the client, :mod:`asyncsdk._wakeups` wakes the watcher at once and polling becomes a safety
+net. The timeout is around each poll and each sleep, never around a ``yield`` (PEP 789).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable
+
+import anyio
+
+from ._config import Limits
+from ._errors import AsyncSDKError, GenerationFailedError, GenerationTimeoutError
+from ._limits import AccountGate
+from ._models import Generation, GenerationStatus
+from ._reads import Reader
+from ._retry import is_retryable, wait_times
+from ._wakeups import Wakeups
+
+__all__ = ["Watcher"]
+
+
+class Watcher:
+    """``watch()`` and ``wait()`` for one client."""
+
+    def __init__(
+        self,
+        reader: Reader,
+        gate: Callable[[], AccountGate],
+        *,
+        limits: Limits,
+        poll_interval: float,
+        backoff_range: tuple[float, float],
+        wakeups: Wakeups,
+        account: str | None = None,
+    ) -> None:
+        self._reader = reader
+        self._gate = gate
+        self._limits = limits
+        self.poll_interval = poll_interval
+        self._backoff = backoff_range
+        self._wakeups = wakeups
+        self._account = account
+
+    async def watch(
+        self, generation_id: str, *, poll_interval: float | None = None
+    ) -> AsyncGenerator[Generation, None]:
+        interval = poll_interval or self.poll_interval
+        limits = self._limits
+        started = time.time()
+        # Until the first record says when it was created: the latest it can end.
+        ends_by = started + limits.generation_timeout + limits.margin + interval
+        last: Generation | None = None
+        schedule = None
+        waits = wait_times(*self._backoff)
+        next(waits)
+        with self._gate().watching(generation_id):
+            while True:
+                try:
+                    generation = self._wakeups.take(generation_id)
+                    if generation is None:
+                        generation = await self._reader.generation(generation_id)
+                except AsyncSDKError as exc:
+                    if not is_retryable(exc):
+                        raise
+                    pause = waits.send(exc)
+                    if time.time() + pause > ends_by:
+                        raise GenerationTimeoutError(
+                            generation_id, last.status if last else None
+                        ) from exc
+                    await anyio.sleep(pause)
+                    continue
+                waits = wait_times(*self._backoff)
+                next(waits)
+                if last is None or generation.status != last.status:
+                    last = generation
+                    yield generation
+                if generation.status.is_terminal:
+                    return
+                now = time.time()
+                if schedule is None:
+                    created = generation.created_at
+                    base = created.timestamp() if created else started
+                    # Never before the watch started: a skewed clock must not end it early.
+                    ends_by = max(base + limits.generation_timeout, started)
+                    ends_by += limits.margin + interval
+                    schedule = self._reader.durations.schedule(
+                        generation.model_provider,
+                        interval,
+                        started=base,
+                        account=self._account,
+                    )
+                if now >= ends_by:
+                    raise GenerationTimeoutError(generation_id, generation.status)
+                delay = schedule.next_delay(now, webhooks=self._wakeups.flowing)
+                await self._wakeups.sleep(generation_id, min(delay, max(ends_by - now, 0.0)))
+
+    async def wait(
+        self,
+        generation_id: str,
+        *,
+        timeout: float | None = None,
+        on_update: Callable[[Generation], object] | None = None,
+    ) -> Generation:
+        last: Generation | None = None
+        with anyio.move_on_after(timeout) as scope:
+            async with contextlib.aclosing(self.watch(generation_id)) as events:
+                async for last in events:
+                    if on_update is not None:
+                        on_update(last)
+        if scope.cancelled_caught or last is None:
+            raise GenerationTimeoutError(generation_id, last.status if last else None)
+        if last.status is GenerationStatus.FAILED:
+            raise GenerationFailedError(last)
+        return last
