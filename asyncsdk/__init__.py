@@ -17,6 +17,7 @@ from ._config import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._config import Limits as Limits
 from ._errors import APIConnectionError as APIConnectionError
 from ._errors import APIError as APIError
+from ._errors import APIResponseValidationError as APIResponseValidationError
 from ._errors import APITimeoutError as APITimeoutError
 from ._errors import AsyncSDKError as AsyncSDKError
 from ._errors import AuthenticationError as AuthenticationError
@@ -31,11 +32,14 @@ from ._errors import JobExpiredError as JobExpiredError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import RateLimitError as RateLimitError
 from ._errors import ServerError as ServerError
+from ._errors import SubmissionUnknownError as SubmissionUnknownError
 from ._journal import Journal as Journal
 from ._limits import AccountGate as AccountGate
 from ._limits import Gate as Gate
 from ._limits import GateStatistics as GateStatistics
+from ._limits import Holder as Holder
 from ._limits import LocalGate as LocalGate
+from ._limits import Priority as Priority
 from ._models import AccountDetails as AccountDetails
 from ._models import AccountInfo as AccountInfo
 from ._models import ApiKeyInfo as ApiKeyInfo
@@ -58,6 +62,7 @@ if _typing.TYPE_CHECKING:
     from ._client import AsyncClient as AsyncClient
     from ._redis import RedisGate as RedisGate
     from ._redis import RedisGateError as RedisGateError
+    from ._submission import Reservation as Reservation
 
 #: Names imported on first use: `import asyncsdk` needs no optional extra (redis), and
 #: neither it nor `asyncsdk --help` imports aiohttp (the client and the batch runner load it).
@@ -70,6 +75,7 @@ _LAZY = {
     "JobResult": "._batch",
     "RedisGate": "._redis",
     "RedisGateError": "._redis",
+    "Reservation": "._submission",
     "webhooks": ".webhooks",
 }
 
@@ -95,6 +101,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseValidationError",
     "APITimeoutError",
     "AccountDetails",
     "AccountGate",
@@ -119,6 +126,7 @@ __all__ = [
     "GenerationPage",
     "GenerationStatus",
     "GenerationTimeoutError",
+    "Holder",
     "ImageInputError",
     "InsufficientCreditsError",
     "Job",
@@ -128,12 +136,15 @@ __all__ = [
     "Limits",
     "LocalGate",
     "NotFoundError",
+    "Priority",
     "RateLimitError",
     "RateLimitInfo",
     "RedisGate",
     "RedisGateError",
+    "Reservation",
     "ServerError",
     "Submission",
+    "SubmissionUnknownError",
     "__version__",
 ]
 
