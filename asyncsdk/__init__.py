@@ -40,6 +40,7 @@ from ._limits import GateStatistics as GateStatistics
 from ._limits import Holder as Holder
 from ._limits import LocalGate as LocalGate
 from ._limits import Priority as Priority
+from ._logs import setup_logging as _setup_logging
 from ._models import AccountDetails as AccountDetails
 from ._models import AccountInfo as AccountInfo
 from ._models import ApiKeyInfo as ApiKeyInfo
@@ -156,3 +157,6 @@ for _name in __all__:
     if getattr(_obj, "__module__", "").startswith("asyncsdk._"):
         _obj.__module__ = "asyncsdk"
 del _name, _obj
+
+# ASYNCSDK_LOG=debug|info, and credentials scrubbed from every record of the asyncsdk loggers.
+_setup_logging()

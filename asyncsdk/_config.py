@@ -1,13 +1,14 @@
 """Settings and defaults, in one place.
 
 Every default the SDK uses is a named constant here, and the environment is read here and
-nowhere else (``BABYSEA_API_KEY``, ``BABYSEA_BASE_URL``). :class:`Limits` describes the
-service's per-account limits; its defaults are the published ones and tests, demos and
-benchmarks compress time by passing smaller values.
+nowhere else (``BABYSEA_API_KEY``, ``BABYSEA_BASE_URL``, ``ASYNCSDK_LOG``). :class:`Limits`
+describes the service's per-account limits; its defaults are the published ones and tests,
+demos and benchmarks compress time by passing smaller values.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Final
 
@@ -20,9 +21,11 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ENV_API_KEY",
     "ENV_BASE_URL",
+    "ENV_LOG",
     "Limits",
     "env_api_key",
     "env_base_url",
+    "env_log_level",
 ]
 
 DEFAULT_BASE_URL: Final = "https://api.babysea.ai/api/v1"
@@ -37,6 +40,8 @@ DEFAULT_BACKOFF_MAX: Final = 8.0
 
 ENV_API_KEY: Final = "BABYSEA_API_KEY"
 ENV_BASE_URL: Final = "BABYSEA_BASE_URL"
+#: ``debug`` or ``info``: the level of the ``asyncsdk`` logger (see :mod:`asyncsdk._logs`).
+ENV_LOG: Final = "ASYNCSDK_LOG"
 
 #: Per-image and total size limits of ``image_input`` (decoded bytes).
 MAX_IMAGE_BYTES: Final = 10 * 1024 * 1024
@@ -108,3 +113,10 @@ def env_api_key() -> str | None:
 def env_base_url() -> str:
     """``BABYSEA_BASE_URL`` when set, else :data:`DEFAULT_BASE_URL`."""
     return os.environ.get(ENV_BASE_URL, "").strip() or DEFAULT_BASE_URL
+
+
+def env_log_level() -> int | None:
+    """The logging level ``ASYNCSDK_LOG`` asks for (``debug`` or ``info``, any case), or
+    ``None`` when it is unset or says anything else."""
+    value = os.environ.get(ENV_LOG, "").strip().lower()
+    return {"debug": logging.DEBUG, "info": logging.INFO}.get(value)
