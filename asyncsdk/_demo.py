@@ -49,6 +49,7 @@ def _processing_time(model: str, prompt: str) -> float:
 
 async def demo(*, out: Path, jobs: int = 24, accounts: int = 3, scale: float = 0.1) -> int:
     """Run the demo; the CLI's exit code."""
+    from ._batch import BatchRunner
     from .cli import _console, run_batch
     from .emulator import Emulator
 
@@ -76,16 +77,12 @@ async def demo(*, out: Path, jobs: int = 24, accounts: int = 3, scale: float = 0
             Job("google/nano-banana", PROMPTS[i % len(PROMPTS)], id=f"demo-{i + 1:02d}")
             for i in range(jobs)
         ]
+        runner = BatchRunner(
+            clients, download_to=out, names=[f"account {i + 1}" for i in range(accounts)]
+        )
         try:
             results = await run_batch(
-                clients,
-                batch,
-                total=len(batch),
-                out=out,
-                journal=None,
-                as_json=False,
-                names=[f"account {i + 1}" for i in range(accounts)],
-                time_scale=scale,
+                runner, batch, total=len(batch), as_json=False, time_scale=scale, out=out
             )
         finally:
             for client in clients:
