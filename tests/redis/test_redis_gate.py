@@ -22,7 +22,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from asyncsdk import AsyncClient, AsyncSDKError, Limits, RateLimitError, RateLimitInfo
+from asyncsdk import Holder, AsyncClient, AsyncSDKError, Limits, RateLimitError, RateLimitInfo
 from asyncsdk._client import account_key
 from asyncsdk._redis import RedisAccountGate, RedisGate, RedisGateError, redact_url
 
@@ -218,8 +218,8 @@ async def test_the_head_probes_holders_nobody_watches(gates: MakeGate) -> None:
     await permit.answered("gen-unwatched", None)
     probed: list[list[str | None]] = []
 
-    async def probe(holders: Sequence[str | None]) -> None:
-        probed.append(list(holders))
+    async def probe(holders: Sequence[Holder]) -> None:
+        probed.append([h.generation_id for h in holders])
         await b.release("gen-unwatched")  # the poll saw it end
 
     with anyio.fail_after(3):
@@ -248,29 +248,44 @@ async def test_an_orphaned_slot_is_resolved_by_another_process(gates: MakeGate) 
     a = gates().account("acct", limits)
     b = gates(probe_interval=0.05).account("acct", limits)
     permit = await a.acquire()
-    await permit.orphan()  # its submitter was cancelled mid-request
-    probed: list[list[str | None]] = []
-    running = ["gen-o"]
+    await permit.orphan("sdk-0123456789ab", 1000.0)  # its submitter was cancelled mid-request
+    probed: list[list[tuple[str | None, str | None, bool]]] = []
 
-    async def probe(holders: Sequence[str | None]) -> None:
-        probed.append(list(holders))
-        await b.resolve_orphans(running)  # the account runs gen-o: the orphan takes it
-        if len(probed) == 2:
+    async def probe(holders: Sequence[Holder]) -> None:
+        probed.append([(h.generation_id, h.tag, h.orphan) for h in holders])
+        if len(probed) == 1:
+            (orphan,) = holders
+            await b.resolve(orphan.key, "gen-o")  # its tag was found: gen-o holds it
+        else:
             await b.release("gen-o")  # ... and then it ended
 
     with anyio.fail_after(3):
         await b.acquire(probe=probe)
-    assert probed == [[None], ["gen-o"]]
+    assert probed == [[(None, "sdk-0123456789ab", True)], [("gen-o", None, False)]]
 
 
-async def test_an_orphan_with_nothing_running_is_freed(gates: MakeGate) -> None:
+async def test_an_orphan_whose_generation_is_held_already_is_freed(gates: MakeGate) -> None:
+    limits = Limits(submissions=10, window=1.0, concurrent=2, generation_timeout=5.0)
+    a, b = gates().account("acct", limits), gates().account("acct", limits)
+    orphaned = await a.acquire()
+    await orphaned.orphan(None, 1000.0)
+    await a.hold_foreign("gen-f")
+    assert (await b.fetch_statistics()).orphans == 1
+    (orphan,) = [h for h in b.holders() if h.orphan]
+    await b.resolve(orphan.key, "gen-f")  # already held: not the orphan's
+    stats = await b.fetch_statistics()
+    assert (stats.holders, stats.orphans) == (("gen-f",), 0)
+
+
+async def test_an_orphan_with_nothing_created_is_freed(gates: MakeGate) -> None:
     limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=5.0)
     a, b = gates().account("acct", limits), gates().account("acct", limits)
     orphaned = await a.acquire()
-    await orphaned.orphan()
-    await a.hold_foreign("gen-f")
-    await b.resolve_orphans(["gen-f"])  # already held: not the orphan's
-    assert (await b.fetch_statistics()).holders == ("gen-f",)
+    await orphaned.orphan("sdk-0123456789ab", 1000.0)
+    await b.fetch_statistics()
+    (orphan,) = b.holders()
+    await b.resolve(orphan.key, None)
+    assert (await a.fetch_statistics()).in_progress == 0
 
 
 # -- keys ------------------------------------------------------------------------------------
