@@ -2,8 +2,10 @@
 
 Each ``python`` block runs as a script in its own process with ``BABYSEA_BASE_URL`` and
 ``BABYSEA_API_KEY`` pointing at a fresh emulator; each ``bash`` block made only of
-``asyncsdk`` / ``printf`` commands runs in a shell the same way. The "Scaling out" and "Web
-apps" sections are run by their own tests (tests/redis, tests/examples/web).
+``asyncsdk`` / ``printf`` commands runs in a shell the same way; a ``python`` block that is a
+test file (it defines ``test_`` functions) runs under ``pytest`` in its own directory, with the
+plugins installed (``asyncsdk.testing`` among them) and warnings as errors. The "Scaling out"
+and "Web apps" sections are run by their own tests (tests/redis, tests/examples/web).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ pytestmark = pytest.mark.anyio
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.M | re.S)
 ELSEWHERE = re.compile(r"^## (Scaling out|Web apps)", re.M)
+TEST_FILE = re.compile(r"^(?:async )?def test_", re.M)
+PYTEST_INI = "[pytest]\nfilterwarnings = error\nasyncio_default_fixture_loop_scope = function\n"
 
 
 def blocks() -> list[tuple[str, str, str]]:
@@ -64,8 +68,15 @@ async def test_example_runs(language: str, code: str, tmp_path: Path) -> None:
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         )
         command = [sys.executable, "-c", code] if language == "python" else ["bash", "-ec", code]
+        if language == "python" and TEST_FILE.search(code):
+            (tmp_path / "test_readme_example.py").write_text(code)
+            (tmp_path / "pytest.ini").write_text(PYTEST_INI)
+            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         with anyio.fail_after(120):
             done = await anyio.run_process(command, env=env, cwd=tmp_path, check=False)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr).decode()[-3000:]
+    if "pytest" in command:
+        tests = len(TEST_FILE.findall(code))
+        assert re.search(rf"\b{tests} passed\b", done.stdout.decode()), done.stdout.decode()
     assert done.stdout.strip(), "the example printed nothing"
     assert "Traceback" not in done.stderr.decode()
