@@ -11,7 +11,9 @@
   same time flatters any poll schedule that learns durations;
 - ``GET /_bench/stats``: the emulator's counters (429s served, generations created, the most in
   progress at once, requests by route), so a client process can check "zero 429s served";
-- ``POST /_bench/reset``: zero those counters between repetitions.
+- ``POST /_bench/reset``: zero those counters between repetitions;
+- ``--webhook-url`` / ``--webhook-secret``: signed webhook deliveries, as the stock emulator's
+  ``webhook_url`` / ``webhook_secret``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--starting-time", type=float, default=0.5)
     parser.add_argument("--processing-time", type=float, default=3.0)
     parser.add_argument("--jitter", type=float, default=0.0)
+    parser.add_argument("--webhook-url", default=None)
+    parser.add_argument("--webhook-secret", default=None)
     return parser.parse_args(argv)
 
 
@@ -84,6 +88,8 @@ async def _serve(args: argparse.Namespace) -> None:
         processing_time=lambda _model, prompt: processing_time(base, jitter, prompt),
         port=args.port,
         time_scale=args.time_scale,
+        webhook_url=args.webhook_url,
+        webhook_secret=args.webhook_secret,
     )
 
     async def stats(_: web.Request) -> web.Response:
