@@ -977,11 +977,11 @@ class BatchRunner:
             await self.check_accounts(pairs)
 
     def _changed_message(self, job_id: str, what: str) -> str:
-        where = self._journal.path if self._journal is not None else "journal"
+        where = f" {self._journal.path}" if self._journal is not None else ""
         return (
-            f"job {job_id!r} differs from the job {where} recorded under that id ({what}):"
-            " give the changed job a new id, or use another journal; it was not run, so that"
-            " it is not served the old result"
+            f"job {job_id!r} differs from the job recorded under that id in the journal{where}"
+            f" ({what}): give the changed job a new id, or use another journal; it was not"
+            " run, so that it is not served the old result"
         )
 
     async def _emit(self, result: JobResult) -> None:
@@ -1092,6 +1092,7 @@ class BatchRunner:
     async def _sweep(self, feed: _Feed, route: _Route) -> None:
         """Report jobs whose start deadline passed while every account was busy."""
         while not feed.drained.is_set():
+            await feed.look_ahead()  # the next job's deadline is known while all are busy
             change = feed.change
             due = feed.next_deadline()
             if due is not None and time.time() >= due:
