@@ -22,7 +22,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from asyncsdk import Holder, AsyncClient, AsyncSDKError, Limits, RateLimitError, RateLimitInfo
+from asyncsdk import AsyncClient, AsyncSDKError, Holder, Limits, RateLimitError, RateLimitInfo
 from asyncsdk._client import account_key
 from asyncsdk._redis import RedisAccountGate, RedisGate, RedisGateError, redact_url
 
