@@ -472,3 +472,16 @@ async def test_a_client_the_caller_made_is_used_and_left_open(
         assert await client.ping()  # not closed by the gate
     finally:
         await client.aclose()
+
+
+async def test_an_admission_never_settled_frees_its_slot_by_its_cap(gates: MakeGate) -> None:
+    # A settlement that never ran (a cancel landing mid-script) must not leave a lease that
+    # its live process renews forever: admission caps it at generation_timeout + margin.
+    limits = Limits(submissions=10, window=1.0, concurrent=1, generation_timeout=0.6)
+    a = gates(lease_ttl=0.15).account("acct", limits)
+    b = gates(lease_ttl=0.15, probe_interval=0.05).account("acct", limits)
+    await a.acquire()  # admitted; its holder keeps renewing, and never settles
+    started = time.monotonic()
+    with anyio.fail_after(3):
+        await b.acquire()
+    assert 0.5 <= time.monotonic() - started <= 1.2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
 import anyio
 import pytest
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncsdk import Limits, RateLimitError, RateLimitInfo
-from asyncsdk._limits import Holder, LocalAccountGate, SubmissionWindow
+from asyncsdk._limits import Holder, LocalAccountGate, Priority, SubmissionWindow
 
 from .fakeclock import FakeClock
 
@@ -292,3 +292,102 @@ async def test_an_orphaned_slot_is_resolved_by_the_probe(make_gate: GateFactory)
     assert [(h.tag, h.orphan) for h in probed[0]] == [("sdk-aaaaaaaaaaaa", True), (None, True)]
     assert sorted(map(str, gate.statistics().holders)) == ["None", "gen-tagged"]
     assert gate.statistics().orphans == 0
+
+
+# -- every mutation wakes waiters; every hint is capped (issue "Pay once, never hang", 10) ------
+async def test_settling_an_in_flight_entry_wakes_the_waiter(make_gate: GateFactory) -> None:
+    # With one submission a window and two slots, the second waits for the first's answer:
+    # the settle turns its entry from "in flight" to finite, and must wake the waiter.
+    gate, clock = make_gate(submissions=1, window=1.0, concurrent=2)
+    first = await gate.acquire()
+    got: list[object] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _append(got, gate.acquire()))
+        await clock.advance(5.0)
+        assert got == []  # in flight: it may arrive any time
+        await first.answered("gen-1", None)
+        await clock.run_until(lambda: bool(got), step=0.1, limit=2.0)
+    assert clock.time - 1000.0 == pytest.approx(5.0 + 1.0, abs=0.15)  # a window after it
+
+
+async def test_a_hold_taking_its_generation_wakes_the_waiter(make_gate: GateFactory) -> None:
+    gate, clock = make_gate(submissions=10, concurrent=1, generation_timeout=50.0)
+    permit = await gate.acquire()
+    await permit.unanswered("sdk-0123456789ab", clock.time)
+    got: list[object] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _append(got, gate.acquire()))
+        await clock.advance(0.5)
+        await permit.adopt("gen-1")
+        await gate.release("gen-1")  # it had ended already
+        await clock.advance(0.0)
+    assert len(got) == 1
+
+
+async def test_a_read_hint_an_hour_away_pauses_reads_for_one_window_at_most(
+    make_gate: GateFactory,
+) -> None:
+    gate, clock = make_gate(window=10.0)
+    hour = time.time() + 3600
+    gate.note_rate_limit(RateLimitInfo(60, 0, hour, None), submission=False)
+    done: list[bool] = []
+
+    async def read() -> None:
+        await gate.read_turn()
+        done.append(True)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        await clock.run_until(lambda: bool(done), step=0.5, limit=20.0)
+    assert clock.time - 1000.0 <= 10.5
+
+
+async def test_a_submission_hint_an_hour_away_fills_the_window_for_one_window(
+    make_gate: GateFactory,
+) -> None:
+    gate, clock = make_gate(submissions=1, window=10.0)
+    gate.note_rate_limit(RateLimitInfo(1, 0, time.time() + 3600, None), submission=True)
+    got: list[object] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _append(got, gate.acquire()))
+        await clock.run_until(lambda: bool(got), step=0.5, limit=30.0)
+    assert clock.time - 1000.0 <= 10.5
+
+
+async def test_every_hold_expires_even_if_its_submission_never_settles(
+    make_gate: GateFactory,
+) -> None:
+    gate, clock = make_gate(submissions=10, generation_timeout=5.0)
+    await gate.acquire()  # admitted, then its task vanished without settling anything
+    got: list[object] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _append(got, gate.acquire()))
+        await clock.run_until(lambda: bool(got), step=0.25, limit=10.0)
+    assert clock.time - 1000.0 == pytest.approx(5.0, abs=0.3)
+
+
+async def test_interactive_waiters_go_first_but_batch_is_never_starved(
+    make_gate: GateFactory,
+) -> None:
+    gate, clock = make_gate(submissions=100, window=1.0, concurrent=1)
+    holder = await gate.acquire()
+    await holder.answered("gen-0", None)
+    order: list[str] = []
+
+    async def submitter(name: str, priority: Priority) -> None:
+        permit = await gate.acquire(priority=priority)
+        order.append(name)
+        await permit.answered(f"gen-{name}", None)
+        await gate.release(f"gen-{name}")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(submitter, f"b{i}", Priority.BATCH)
+            await anyio.wait_all_tasks_blocked()
+        for i in range(6):
+            tg.start_soon(submitter, f"i{i}", Priority.INTERACTIVE)
+            await anyio.wait_all_tasks_blocked()
+        await gate.release("gen-0")
+        await clock.run_until(lambda: len(order) == 9)
+    # The head was already batch's b0; then interactive first, a batch one after every four.
+    assert order == ["b0", "i0", "i1", "i2", "i3", "b1", "i4", "i5", "b2"]
