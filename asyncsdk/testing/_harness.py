@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar
 
 from .._client import AsyncClient
@@ -52,12 +52,9 @@ T = TypeVar("T")
 
 #: Emulator durations for tests: a 0.5 s window and a 0.6 s auto-cancel, generations that take
 #: 0.15 s. Short enough for a suite to run in seconds, long enough to observe every status.
-COMPRESSED: Final[Mapping[str, Any]] = {
-    "window": 0.5,
-    "starting_time": 0.05,
-    "processing_time": 0.1,
-    "generation_timeout": 0.6,
-}
+COMPRESSED: Final[Mapping[str, Any]] = MappingProxyType(
+    {"window": 0.5, "starting_time": 0.05, "processing_time": 0.1, "generation_timeout": 0.6}
+)
 #: A model every emulator knows (2 credits per image).
 DEFAULT_MODEL: Final = "google/nano-banana"
 #: A prompt the emulator's default word list refuses with NSFW_CONTENT_DETECTED

@@ -1,8 +1,9 @@
 """Shared fixtures for integration tests: emulators on real sockets.
 
-`serve(**overrides)` starts an `Emulator` on 127.0.0.1:0 with compressed durations (`FAST`)
-and returns it with a plain-aiohttp `Api` helper bound to its first token; both are closed
-when the test ends.
+`serve(**overrides)` starts an `Emulator` on 127.0.0.1:0 with compressed durations (`FAST`,
+the testing plugin's `COMPRESSED`) on the plugin's machinery (`asyncsdk.testing.EmulatorThread`:
+its own thread and event loop, as users' `babysea_emulator` runs), and returns it with a
+plain-aiohttp `Api` helper bound to its first token; both are closed when the test ends.
 """
 
 from __future__ import annotations
@@ -18,15 +19,11 @@ import pytest
 from multidict import CIMultiDictProxy
 
 from asyncsdk.emulator import Emulator
+from asyncsdk.testing import COMPRESSED, EmulatorThread, emulator_options
 
 #: Durations short enough for the whole suite to run in seconds, long enough to observe
 #: every lifecycle state with a few milliseconds of scheduling noise.
-FAST: Mapping[str, Any] = {
-    "window": 0.5,
-    "starting_time": 0.05,
-    "processing_time": 0.1,
-    "generation_timeout": 0.6,
-}
+FAST: Mapping[str, Any] = COMPRESSED
 
 
 @attrs.frozen
@@ -101,7 +98,9 @@ async def serve() -> AsyncIterator[Serve]:
     async with AsyncExitStack() as stack:
 
         async def start(**overrides: Any) -> tuple[Emulator, Api]:
-            emulator = await stack.enter_async_context(Emulator(**{**FAST, **overrides}))
+            served = EmulatorThread(**emulator_options(overrides))
+            emulator = await anyio.to_thread.run_sync(served.start)
+            stack.push_async_callback(anyio.to_thread.run_sync, served.close)
             session = await stack.enter_async_context(aiohttp.ClientSession())
             return emulator, Api(session, emulator.base_url, emulator.tokens[0])
 
