@@ -82,13 +82,21 @@ def emulator_options(*layers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def limits_for(emulator: Emulator) -> Limits:
-    """The `Limits` the emulator enforces, on its (possibly compressed) clock."""
+    """The `Limits` the emulator enforces, on its (possibly compressed) clock.
+
+    ``settle_time`` (how long a lost submission is looked for in the list before it is taken
+    as never created) is a twelfth of the window, at least 0.1 s: the emulator lists a
+    generation at once unless ``faults.list_lag`` says otherwise (then pass a longer one
+    through ``babysea_client_options``).
+    """
     settings = emulator.settings
+    window = settings.scaled(settings.window)
     return Limits(
         submissions=settings.submissions,
-        window=settings.scaled(settings.window),
+        window=window,
         concurrent=settings.concurrent,
         generation_timeout=settings.scaled(settings.generation_timeout),
+        settle_time=max(0.1, window / 12),
     )
 
 

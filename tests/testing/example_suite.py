@@ -77,6 +77,15 @@ async def test_a_lost_answer_is_paid_once(
 
 
 @run
+async def test_a_connection_lost_before_create_is_sent_again(
+    babysea_client: asyncsdk.AsyncClient, babysea_emulator: Emulator
+) -> None:
+    babysea_emulator.faults.drop_before_create(1)
+    await babysea_client.generate(MODEL, "lost on the way")
+    assert created(babysea_emulator) == 1
+
+
+@run
 async def test_5xx_are_retried(
     babysea_client: asyncsdk.AsyncClient, babysea_emulator: Emulator
 ) -> None:
