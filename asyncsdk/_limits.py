@@ -21,15 +21,30 @@ the same key), the gate adds phantom entries so that it never runs ahead of the 
 is taken *before* the submission is sent and is held by the generation it created until the
 SDK sees that generation end (any read that returns a terminal status releases it) or until
 ``generation_timeout + margin`` after the answer, when the service has cancelled it anyway.
-A submission whose answer was lost holds its slot under an unknown owner until the client
-reconciles it. Cancelling a task that waits on a generation touches none of this: the slot
-belongs to the generation, not to the task.
+Every hold has such an expiry, from the moment of admission: no path can block an account
+for longer. While a sent submission's outcome is unknown, its slot stays held under its tag.
+Cancelling a task that waits on a generation touches none of this: the slot belongs to the
+generation, not to the task.
 
-While the head of the queue waits for a slot held by a generation that nobody is watching
-(``submit()`` without ``wait()``), it calls the client's *probe* now and then, which polls
-those generations so that the slot is freed as soon as they end rather than at the timeout.
+**Orphans and the probe.** A hold nobody settles any more is an *orphan*: a submission whose
+outcome was unknown when its submitter went away (it carries the tag), or a generation the
+service said runs that nobody here started (untagged). While the head of the queue waits for a
+slot held by an orphan, or by a generation that nobody is watching, it calls the client's
+*probe* now and then (:meth:`asyncsdk._submission.Submitter.probe`), which looks the tag up in
+the list or polls the generation, and :meth:`AccountGate.resolve` gives the orphan the
+generation found (or frees it), so the slot frees as soon as the generation ends rather than at
+the expiry.
 
-State lives behind :class:`Gate` / :class:`AccountGate` so that another backend (Redis, for
+**Lanes.** Waiters queue in two FIFO lanes (:class:`Priority`): interactive submitters are
+admitted before batch ones, with a batch admission after every :data:`BATCH_EVERY` interactive
+ones, so batch work is never starved.
+
+**Every change of state wakes the waiter** (as trio's primitives do), and every server hint
+(``X-RateLimit-Reset``, ``Retry-After``) is capped at one window: a hint may never stall an
+account longer than the limits it publishes (:func:`capped_hint`).
+
+The settle verbs of a :class:`Permit` are called only by :mod:`asyncsdk._submission`, whose
+:class:`~asyncsdk._submission.Reservation` settles on every path. State lives behind :class:`Gate` / :class:`AccountGate` so that another backend (Redis, for
 many processes) can hold it; :class:`LocalGate` is the in-process one, shared by every client
 in the process that uses the same account. Time comes from an injectable :class:`Clock`, so
 the unit tests run on a fake clock without sockets.
