@@ -1,7 +1,7 @@
 """The per-account gate: a sliding-window submission limiter and the generation slot.
 
 Every submission passes one gate per account. The gate admits a submission when two things
-are true at once, and it serves waiting submitters strictly in arrival order (FIFO):
+are true at once, and it serves waiting submitters in arrival order within their lane:
 
 **The window has room.** The service admits at most ``N = Limits.submissions`` submissions in
 any ``W = Limits.window`` seconds, counted at the moment each request *arrives*. The client
