@@ -891,7 +891,7 @@ class BatchRunner:
                 elif error is not None and _is_account_failure(error):
                     account.take_out(error)
             if account.out is not None and check.can_afford is not True:
-                logger.warning("%s is out of the batch: %s", account.label, account.out_reason)
+                logger.info("%s is out of the batch: %s", account.label, account.out_reason)
             checks.append(check)
         self._checked = tuple(checks)
         return self._checked
@@ -1181,7 +1181,7 @@ class BatchRunner:
         assert self._feed is not None
         if self.stopped is None:
             self.stopped = f"stopped before the budget ran out: {reason}"
-            logger.warning("batch %s", self.stopped)
+            logger.info("batch %s", self.stopped)
         self._feed.halt()
         if self._budget is not None:
             self._budget.waiter().set()

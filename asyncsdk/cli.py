@@ -469,9 +469,9 @@ def _render_summary(console: Any, summary: dict[str, Any], results: list[JobResu
         )
     console.print(table)
     if summary["out"]:
-        console.print(f"images saved under {summary['out']}/")
+        console.print(f"images saved under {summary['out']}/", soft_wrap=True)
     if summary.get("results"):
-        console.print(f"results by job id in {summary['results']}")
+        console.print(f"results by job id in {summary['results']}", soft_wrap=True)
 
 
 def _count(n: int, word: str) -> str:
@@ -581,7 +581,7 @@ def _print_plan(
         )
     if states is not None:
         done = total - to_run
-        print(f"journal {args.journal}: {done} of them need no new submission, {to_run} to run")
+        print(f"journal {args.journal}: {to_run} to run, {done} done or in flight already")
     print("accounts:")
     for c in checks:
         if c.error is not None:
@@ -603,8 +603,9 @@ def _print_plan(
         )
     if usable:
         print(
-            f"time: at least {_duration(seconds)} ({_count(to_run, 'job')} / ({len(usable)}"
-            f" accounts x {limits.submissions} per {limits.window:g} s))"
+            f"time: at least {_duration(seconds)} ({_count(to_run, 'job')} /"
+            f" ({_count(len(usable), 'account')} x {limits.submissions} per"
+            f" {limits.window:g} s))"
         )
     else:
         print("time: no account can run a job")
@@ -635,6 +636,8 @@ async def cmd_batch(args: argparse.Namespace) -> int:
     if out is not None and not args.dry_run:
         await _writable_directory("--out", out)
     journal = Journal(args.journal) if args.journal else None
+    if journal is not None and args.dry_run and not journal.path.exists():
+        journal = None  # a dry run creates no file: every job is new
     _Session.journal = args.journal
     results_file = _ResultsFile(Path(args.results)) if args.results and not args.dry_run else None
     clients = [_client(args, key) for key in keys]

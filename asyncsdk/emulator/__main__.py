@@ -1,6 +1,7 @@
 """``python -m asyncsdk.emulator``: serve the emulator until Ctrl-C.
 
-Prints the API base URL and the account tokens, then serves. Durations are the service's
+Prints the API base URL, the account tokens and a ready-to-paste line
+``export BABYSEA_BASE_URL=... BABYSEA_API_KEY=...``, then serves. Durations are the service's
 unless ``--time-scale`` compresses them (0.05 turns the 60-second window into 3 seconds).
 
     python -m asyncsdk.emulator --port 8080 --token bye_0123abcd --accounts 2 --time-scale 0.1
@@ -11,8 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 from collections.abc import Sequence
 
+from .._config import ENV_API_KEY, ENV_BASE_URL
 from ._emulator import Emulator
 
 
@@ -52,6 +55,15 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"BabySea emulator at {emulator.base_url}", flush=True)
         for token in emulator.tokens:
             print(f"  token {token}", flush=True)
+        print("Point the SDK and the asyncsdk command at it (paste into a shell):", flush=True)
+        keys = ",".join(emulator.tokens)
+        print(
+            f"export {ENV_BASE_URL}={shlex.quote(emulator.base_url)}"
+            f" {ENV_API_KEY}={shlex.quote(keys)}",
+            flush=True,
+        )
+        if args.time_scale != 1.0:
+            print(f"  (and pass --time-scale {args.time_scale:g} to asyncsdk)", flush=True)
         print("Ctrl-C to stop.", flush=True)
         await asyncio.Event().wait()
 
