@@ -894,6 +894,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="1 s of demo is 1/FACTOR s of service time (default: 0.1)",
     )
     p.set_defaults(run=cmd_demo)
+
+    # asyncsdk temporal ...: durable batches on Temporal (the temporal extra). Its parsers are
+    # built here; its commands import Temporal only when they run.
+    from .temporal._cli import add_commands as add_temporal_commands
+
+    add_temporal_commands(sub, common)
     return parser
 
 

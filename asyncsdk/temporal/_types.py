@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
+    "DEFAULT_TASK_QUEUE",
     "AccountTally",
     "AccountsInfo",
     "BatchInput",
@@ -26,6 +27,9 @@ __all__ = [
     "JobSpec",
     "ResultsWrite",
 ]
+
+#: The task queue workers and starters use unless told otherwise.
+DEFAULT_TASK_QUEUE: Final = "asyncsdk-batch"
 
 
 @dataclass(frozen=True)

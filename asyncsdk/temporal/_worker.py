@@ -24,13 +24,18 @@ from temporalio.worker import Worker
 from .._batch import Job
 from .._client import AsyncClient
 from ._activities import BatchActivities, file_fingerprint, job_spec
-from ._types import BatchInput, BatchOptions, BatchProgress, BatchResult, JobSpec
+from ._types import (
+    DEFAULT_TASK_QUEUE,
+    BatchInput,
+    BatchOptions,
+    BatchProgress,
+    BatchResult,
+    JobSpec,
+)
 from ._workflow import BatchWorkflow
 
 __all__ = ["DEFAULT_TASK_QUEUE", "create_worker", "follow", "run_worker", "start_batch"]
 
-#: The task queue workers and starters use unless told otherwise.
-DEFAULT_TASK_QUEUE: Final = "asyncsdk-batch"
 #: Temporal's defaults for a workflow task's timeout and for a worker's sticky queue.
 _TEMPORAL_TIMEOUT: Final = 10.0
 
