@@ -11,15 +11,21 @@ Where each concern lives::
       ├── Downloader  (_downloads)   output images, atomically
       └── Wakeups     (_wakeups)     webhook deliveries handed in with notify()
 
-``generate()`` is ``submit()`` then ``wait()``. The client opens its aiohttp session inside
-the running loop (``async with`` or the first request), never closes a session it was given,
-and warns (``ResourceWarning``) when it is garbage-collected while still open.
+``generate()`` is ``submit()`` then ``wait()``. The client opens inside the running loop
+(``async with`` or the first request): it joins its origin's shared connection pool and its
+account's gate, and leaves both in ``aclose()``; it never closes a session it was given, and
+warns (``ResourceWarning``) when it is garbage-collected while still open. A client is light
+(an application may open one per tenant and request): what is stateless is shared (the
+retry wrapper, timeouts, the duration model of its base URL) and what is rarely used (the
+submitter, the watcher and its wakeups, the downloader) is built on first use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
+import inspect
 import ipaddress
 import os
 import warnings
@@ -32,6 +38,7 @@ from urllib.parse import urlsplit
 from ._config import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_RETRIES,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
@@ -49,6 +56,7 @@ from ._reads import Reader
 from ._request import build_request
 from ._retry import retrying
 from ._submission import Request, Reservation, Submitter
+from ._telemetry import make_telemetry
 from ._transport import Transport
 from ._wakeups import Wakeups
 from ._watch import Watcher
@@ -76,6 +84,21 @@ def account_key(api_key: str, base_url: str) -> str:
     return hashlib.sha256(f"{base_url}\n{api_key}".encode()).hexdigest()[:32]
 
 
+_DEFAULT_LIMITS = Limits()
+#: The duration model of each base URL, shared by its clients (what a model's generations
+#: take is learnt once per process, per model and per account); the last few base URLs.
+_DURATIONS: dict[str, DurationModel] = {}
+_DURATION_MODELS = 16
+
+
+def _durations_for(base_url: str) -> DurationModel:
+    model = _DURATIONS.pop(base_url, None) or DurationModel()
+    _DURATIONS[base_url] = model  # most recently used last
+    while len(_DURATIONS) > _DURATION_MODELS:
+        del _DURATIONS[next(iter(_DURATIONS))]
+    return model
+
+
 class AsyncClient:
     """Async client for the BabySea image-generation API.
 
@@ -98,6 +121,13 @@ class AsyncClient:
         is not the loopback interface.
     :param priority: the lane this client's submissions wait in when the account is busy
         (``"interactive"``, the default, or ``"batch"``); each call may override it.
+    :param telemetry: OpenTelemetry spans and metrics (extra ``asyncsdk[otel]``): ``None``
+        (the default) turns them on when the application runs OpenTelemetry, ``True``
+        requires them, ``False`` turns them off.
+    :param record_prompts: with telemetry, record prompts on spans (off by default).
+    :param max_connections: the size of the connection pool shared by the clients of this
+        base URL's origin (in one event loop) that pass the same value; requests beyond it
+        queue, outside their timeout. Unused with ``session=``.
     """
 
     def __init__(
@@ -115,6 +145,9 @@ class AsyncClient:
         backoff_base: float = DEFAULT_BACKOFF_BASE,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         priority: Priority | str = Priority.INTERACTIVE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        telemetry: bool | None = None,
+        record_prompts: bool = False,
     ) -> None:
         api_key = api_key if api_key is not None else env_api_key()
         if not api_key or not api_key.strip():
@@ -138,7 +171,7 @@ class AsyncClient:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
 
         self.base_url = base_url
-        self.limits = limits if limits is not None else Limits()
+        self.limits = limits if limits is not None else _DEFAULT_LIMITS
         self.timeout = timeout
         self.max_retries = max_retries
         self.poll_interval = poll_interval
@@ -152,32 +185,55 @@ class AsyncClient:
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=timeout,
             session=session,
+            max_connections=max_connections,
         )
-        backoff_range = (backoff_base, backoff_max)
-        hint_cap = self.limits.window + self.limits.margin
-        self._wakeups = Wakeups()
+        self._backoff_range = (backoff_base, backoff_max)
         self._reader = Reader(
             self._transport,
             self._open,
             max_retries=max_retries,
-            backoff_range=backoff_range,
-            hint_cap=hint_cap,
-            durations=DurationModel(),
-        )
-        self._watcher = Watcher(
-            self._reader,
-            self._open,
-            limits=self.limits,
-            poll_interval=poll_interval,
-            backoff_range=backoff_range,
-            wakeups=self._wakeups,
+            backoff_range=self._backoff_range,
+            hint_cap=self.limits.window + self.limits.margin,
+            durations=_durations_for(base_url),
             account=self._account_key,
         )
-        self._downloader = Downloader(
-            self._transport, retrying(max_retries, backoff_range, hint_cap)
+        self._telemetry = make_telemetry(
+            telemetry, record_prompts=record_prompts, base_url=base_url
         )
         self._submitter: Submitter | None = None
-        self._backoff_range = backoff_range
+        self._watcher_: Watcher | None = None
+        self._wakeups_: Wakeups | None = None
+        self._downloader_: Downloader | None = None
+
+    # -- parts built on first use --------------------------------------------------------------
+    @property
+    def _wakeups(self) -> Wakeups:
+        if self._wakeups_ is None:
+            self._wakeups_ = Wakeups()
+        return self._wakeups_
+
+    @property
+    def _watcher(self) -> Watcher:
+        if self._watcher_ is None:
+            self._watcher_ = Watcher(
+                self._reader,
+                self._open,
+                limits=self.limits,
+                poll_interval=self.poll_interval,
+                backoff_range=self._backoff_range,
+                wakeups=self._wakeups,
+                account=self._account_key,
+            )
+        return self._watcher_
+
+    @property
+    def _downloader(self) -> Downloader:
+        if self._downloader_ is None:
+            hint_cap = self.limits.window + self.limits.margin
+            self._downloader_ = Downloader(
+                self._transport, retrying(self.max_retries, self._backoff_range, hint_cap)
+            )
+        return self._downloader_
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.base_url} account={self._account_key[:8]} {self._state.value}>"
@@ -215,6 +271,7 @@ class AsyncClient:
                 self.limits,
                 self.max_retries,
                 self._backoff_range,
+                telemetry=self._telemetry,
             )
         return self._submitter
 
@@ -222,19 +279,38 @@ class AsyncClient:
         return await self._reader.list_page(limit=limit, offset=offset, retry=False)
 
     async def aclose(self) -> None:
-        """Close the HTTP session (unless it was passed in). Safe to call twice."""
+        """Leave the connection pool (the last client of it closes it) and the account's
+        gate; a session passed in is left open. Safe to call twice."""
         if self._state is not _State.CLOSED:
             self._state = _State.CLOSED
+            released = self._leave_gate()
+            if inspect.isawaitable(released):
+                await released
             await self._transport.aclose()
 
+    def _leave_gate(self) -> object:
+        gate, self._gate = self._gate, None
+        release = getattr(self._gate_backend, "release_account", None)
+        if gate is None or release is None:
+            return None
+        return release(self._account_key, gate)
+
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        if getattr(self, "_state", None) is _State.OPENED and self._transport.is_open:
+        if getattr(self, "_state", None) is not _State.OPENED:
+            return
+        if self._transport.is_open:
             _warn(
                 f"unclosed {self!r}: use 'async with AsyncClient()' or 'await client.aclose()'",
                 ResourceWarning,
                 source=self,
                 stacklevel=2,
             )
+        self._state = _State.CLOSED
+        with contextlib.suppress(Exception):  # never raise from a finalizer
+            released = self._leave_gate()
+            if inspect.iscoroutine(released):
+                released.close()  # an async backend cannot be awaited here
+            self._transport.abandon()
 
     @property
     def gate(self) -> AccountGate:
@@ -352,12 +428,15 @@ class AsyncClient:
             idempotency_key=idempotency_key,
             extra=extra,
         )
-        return await self._submissions.submit(
-            request,
-            reservation=reservation,
-            recover_since=recover_since,
-            priority=Priority(priority or self.priority),
-        )
+        with self._telemetry.call("submit", model, prompt) as span:
+            submission = await self._submissions.submit(
+                request,
+                reservation=reservation,
+                recover_since=recover_since,
+                priority=Priority(priority or self.priority),
+            )
+            span.set_generation(submission.generation_id, submission.credit_cost)
+        return submission
 
     async def reconcile(self, tag: str, *, sent_at: float) -> Submission | None:
         """What the submission tagged ``tag`` (sent at Unix time ``sent_at``) created:
@@ -408,7 +487,22 @@ class AsyncClient:
         :raises GenerationTimeoutError: ``timeout`` seconds passed first (default: the
             service's deadline for the generation), with ``.last_status``.
         """
-        return await self._watcher.wait(generation_id, timeout=timeout, on_update=on_update)
+        telemetry = self._telemetry
+        with telemetry.call("wait", None, None) as span:
+
+            def update(generation: Generation) -> None:
+                telemetry.status(span, generation)
+                if on_update is not None:
+                    on_update(generation)
+
+            generation = await self._watcher.wait(
+                generation_id,
+                timeout=timeout,
+                on_update=update,
+                on_read=lambda _: telemetry.poll(span),
+            )
+            span.set_generation(generation.generation_id, generation.credit_cost)
+        return generation
 
     async def generate(
         self,
@@ -431,20 +525,30 @@ class AsyncClient:
         :meth:`submit`; ``timeout`` bounds the wait after the submission (wrap the call in
         ``anyio.fail_after`` for an overall deadline: a full window then fails fast with
         :class:`~asyncsdk.RateLimitError`)."""
-        submission = await self.submit(
-            model,
-            prompt,
-            name=name,
-            output_number=output_number,
-            aspect_ratio=aspect_ratio,
-            output_format=output_format,
-            images=images,
-            idempotency_key=idempotency_key,
-            recover_since=recover_since,
-            reservation=reservation,
-            priority=priority,
-            **extra,
-        )
+        with self._telemetry.call("generate", model, prompt) as span:
+            generation = await self._generate(
+                model,
+                prompt,
+                name=name,
+                output_number=output_number,
+                aspect_ratio=aspect_ratio,
+                output_format=output_format,
+                images=images,
+                idempotency_key=idempotency_key,
+                recover_since=recover_since,
+                reservation=reservation,
+                priority=priority,
+                timeout=timeout,
+                **extra,
+            )
+            span.set_generation(generation.generation_id, generation.credit_cost)
+            self._telemetry.status(span, generation)
+        return generation
+
+    async def _generate(
+        self, model: str, prompt: str, *, timeout: float | None, **options: Any
+    ) -> Generation:
+        submission = await self.submit(model, prompt, **options)
         return await self.wait(submission.generation_id, timeout=timeout)
 
     def notify(self, event: Mapping[str, Any] | Generation) -> None:

@@ -55,7 +55,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import anyio
 import attrs
@@ -75,6 +75,7 @@ from ._errors import (
 from ._limits import AccountGate, Holder, Permit, Priority
 from ._models import Generation, GenerationPage, RateLimitInfo, Submission
 from ._retry import is_retryable, wait_times
+from ._telemetry import Telemetry
 from ._transport import Transport
 
 __all__ = [
@@ -190,9 +191,15 @@ class Reservation:
     async def __aenter__(self) -> Reservation:
         if self._phase is not _Phase.IDLE:
             raise RuntimeError("a Reservation is entered once")
-        self._permit = await self._submitter.gate.acquire(
-            probe=self._submitter.probe, priority=self._priority
+        submitter = self._submitter
+        stats = submitter.gate.statistics()
+        kind: Literal["slot", "window"] = (
+            "slot" if stats.in_progress >= submitter.limits.concurrent else "window"
         )
+        with submitter.telemetry.gate_wait(kind):
+            self._permit = await submitter.gate.acquire(
+                probe=submitter.probe, priority=self._priority
+            )
         self._phase = _Phase.RESERVED
         return self
 
@@ -256,6 +263,7 @@ class Submitter:
     limits: Limits
     max_retries: int
     backoff: tuple[float, float]
+    telemetry: Telemetry = attrs.field(factory=Telemetry)
 
     def reserve(self, priority: Priority = Priority.INTERACTIVE) -> Reservation:
         """A reservation to enter with ``async with``."""
@@ -330,9 +338,11 @@ class Submitter:
         except APIResponseValidationError as exc:
             cause = exc
         except ConcurrencyLimitError as exc:
+            self.telemetry.rate_limited("concurrent")
             await self._something_runs(reservation, exc)
             return exc
         except RateLimitError as exc:
+            self.telemetry.rate_limited("rate")
             hint = exc.rate_limit if _has_hint(exc.rate_limit) else _WINDOW_FULL
             await reservation._settle(_Phase.SETTLED, "answered", None, hint)
             return exc

@@ -57,7 +57,11 @@ class Watcher:
         self._account = account
 
     async def watch(
-        self, generation_id: str, *, poll_interval: float | None = None
+        self,
+        generation_id: str,
+        *,
+        poll_interval: float | None = None,
+        on_read: Callable[[Generation], object] | None = None,
     ) -> AsyncGenerator[Generation, None]:
         interval = poll_interval or self.poll_interval
         limits = self._limits
@@ -74,6 +78,8 @@ class Watcher:
                     generation = self._wakeups.take(generation_id)
                     if generation is None:
                         generation = await self._reader.generation(generation_id)
+                        if on_read is not None:
+                            on_read(generation)
                 except AsyncSDKError as exc:
                     if not is_retryable(exc):
                         raise
@@ -115,10 +121,12 @@ class Watcher:
         *,
         timeout: float | None = None,
         on_update: Callable[[Generation], object] | None = None,
+        on_read: Callable[[Generation], object] | None = None,
     ) -> Generation:
         last: Generation | None = None
         with anyio.move_on_after(timeout) as scope:
-            async with contextlib.aclosing(self.watch(generation_id)) as events:
+            events = self.watch(generation_id, on_read=on_read)
+            async with contextlib.aclosing(events):
                 async for last in events:
                     if on_update is not None:
                         on_update(last)
