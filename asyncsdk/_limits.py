@@ -214,7 +214,9 @@ class Holder:
     :ivar orphan: nobody is settling it: a request whose outcome is unknown and whose
         submitter is gone, or a generation the service says runs but nobody here started.
     :ivar tag: the orphaned request's tag (``None``: an untagged "something runs" hold).
-    :ivar since: Unix time the orphaned request left, or the service said something runs.
+    :ivar since: Unix time from which the orphan is settled: when its request's outcome
+        became unknown, or when the service said something runs (whatever was created, was
+        created before then).
     :ivar watched: a ``watch()`` follows its generation (in any process).
     """
 
@@ -615,30 +617,104 @@ class _LocalPermit:
             self.hold.orphan, self.hold.tag, self.hold.since = True, tag, since
 
 
+class _Registered:
+    """A gate in :class:`LocalGate`'s registry and the clients using it."""
+
+    __slots__ = ("gate", "users")
+
+    def __init__(self, gate: LocalAccountGate) -> None:
+        self.gate = gate
+        self.users = 0
+
+
+class _LoopGates:
+    """The gates of one event loop, and the keys of those no client uses any more."""
+
+    __slots__ = ("entries", "unused")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, _Registered] = {}
+        self.unused: dict[str, None] = {}  # insertion-ordered: the sweep goes round it
+
+    def sweep(self, budget: int) -> None:
+        """Look at up to ``budget`` unused gates, oldest first: forget the idle ones."""
+        for _ in range(min(budget, len(self.unused))):
+            key = next(iter(self.unused))
+            del self.unused[key]
+            entry = self.entries.get(key)
+            if entry is None or entry.users:
+                continue
+            if entry.gate.idle:
+                del self.entries[key]
+            else:
+                self.unused[key] = None  # still busy: look again later
+
+
+#: Unused gates looked at per :meth:`LocalGate.account` / :meth:`LocalGate.release_account`.
+SWEEP: Final = 4
+
+
 class LocalGate:
     """In-process gate backend: one :class:`LocalAccountGate` per account and event loop.
 
     The default :data:`local_gate` is shared by every client in the process, so two clients
     on one API key queue behind the same limits.
+
+    Gates are kept while a client uses them (from :meth:`account` to
+    :meth:`release_account`, which ``AsyncClient`` calls when it opens and closes) and
+    afterwards for as long as they are not idle (a generation holds the slot, the window has
+    entries, someone waits or watches): a client opened later on the same account meets the
+    same gate, and so the same limits, while anything is in flight. Unused idle gates are
+    forgotten a few at a time on each call, so a process that opens and closes clients for
+    ever more accounts keeps only those active within about a window.
+
+    >>> gates = LocalGate()
+    >>> len(gates)
+    0
     """
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock
-        self._gates: weakref.WeakKeyDictionary[object, dict[str, LocalAccountGate]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._loops: weakref.WeakKeyDictionary[object, _LoopGates] = weakref.WeakKeyDictionary()
+
+    def __len__(self) -> int:
+        """Gates kept, over every event loop."""
+        return sum(len(gates.entries) for gates in list(self._loops.values()))
 
     def account(self, account_key: str, limits: Limits) -> LocalAccountGate:
-        gates = self._gates.setdefault(_current_loop(), {})
-        gate = gates.get(account_key)
-        if gate is None:
-            gate = gates[account_key] = LocalAccountGate(limits, clock=self._clock)
-        elif gate.limits != limits:
+        loop = _current_loop()
+        gates = self._loops.get(loop)
+        if gates is None:
+            gates = self._loops[loop] = _LoopGates()
+        gates.sweep(SWEEP)
+        entry = gates.entries.get(account_key)
+        if entry is None:
+            entry = _Registered(LocalAccountGate(limits, clock=self._clock))
+            gates.entries[account_key] = entry
+        elif entry.gate.limits != limits:
             raise ValueError(
-                f"this account is already used in this process with {gate.limits!r}; "
+                f"this account is already used in this process with {entry.gate.limits!r}; "
                 f"a client cannot use it with different limits ({limits!r})"
             )
-        return gate
+        entry.users += 1
+        gates.unused.pop(account_key, None)
+        return entry.gate
+
+    def release_account(self, account_key: str, gate: AccountGate) -> None:
+        """A client is done with the ``gate`` :meth:`account` gave it for ``account_key``
+        (once per call of :meth:`account`); an idle gate nobody uses is forgotten."""
+        for gates in list(self._loops.values()):
+            entry = gates.entries.get(account_key)
+            if entry is None or entry.gate is not gate:
+                continue
+            entry.users = max(entry.users - 1, 0)
+            if not entry.users:
+                if entry.gate.idle:
+                    del gates.entries[account_key]
+                else:
+                    gates.unused[account_key] = None
+            gates.sweep(SWEEP)
+            return
 
 
 def _current_loop() -> object:

@@ -216,8 +216,9 @@ class Reservation:
         if self._phase is _Phase.RESERVED:
             await self._settle(_Phase.SETTLED, "discard")
         elif self._phase in (_Phase.SENT, _Phase.UNKNOWN):
-            assert self.tag is not None and self.sent_at is not None
-            await self._settle(_Phase.SETTLED, "orphan", self.tag, self.sent_at)
+            assert self.tag is not None
+            # Whatever its request created, it created before now: the probe settles from here.
+            await self._settle(_Phase.SETTLED, "orphan", self.tag, time.time())
             logger.info("submission %s: outcome unknown, its slot waits for the probe", self.tag)
 
     # -- the transitions (only the Submitter makes them) -------------------------------------
@@ -359,10 +360,12 @@ class Submitter:
                 _Phase.SETTLED, "answered", submission.generation_id, response.rate_limit
             )
             return attrs.evolve(submission, tag=request.tag)
-        # Sent, and no readable answer: the outcome is unknown.
+        # Sent, and no readable answer: the outcome is unknown. Whatever the service created,
+        # it created before now: the settle time counts from here.
+        unknown_at = time.time()
         logger.info("submission %s: no readable answer (%s); looking for it", request.tag, cause)
-        await reservation._settle(_Phase.UNKNOWN, "unanswered", request.tag, sent_at)
-        found = await self._resolve(request, sent_at, cause)
+        await reservation._settle(_Phase.UNKNOWN, "unanswered", request.tag, unknown_at)
+        found = await self._resolve(request, sent_at, cause, unknown_at=unknown_at)
         if found is None:
             await reservation._settle(_Phase.SETTLED, "abandon")
             return cause
@@ -436,16 +439,20 @@ class Submitter:
         cause: AsyncSDKError | None,
         *,
         since: float | None = None,
+        unknown_at: float | None = None,
     ) -> Generation | None:
         """Look for the generation ``request`` may have created: it, or ``None`` once the
-        list was read and settled without it; :class:`SubmissionUnknownError` when the
-        caller's deadline (or the service's own) comes first."""
-        settled_at = sent_at + self.limits.settle_time
+        list, read successfully at least ``settle_time`` after the outcome became unknown
+        (``unknown_at``, default ``sent_at``), does not show it; :class:`SubmissionUnknownError`
+        when the caller's deadline (or the service's own) comes first. The list is read back
+        to ``since`` (default ``sent_at``)."""
+        base = sent_at if unknown_at is None else unknown_at
+        settled_at = base + self.limits.settle_time
         # Past the service's deadline any generation it created has ended: waiting longer
         # cannot change what the caller may do, so say what is known. One complete look is
         # always made (a rerun long after the send settles with it).
         limits = self.limits
-        backstop = sent_at + limits.generation_timeout + limits.margin + limits.settle_time
+        backstop = base + limits.generation_timeout + limits.margin + limits.settle_time
         caller_deadline = anyio.current_effective_deadline()
         deadline = min(caller_deadline, anyio.current_time() + max(backstop - time.time(), 0.0))
         waits = wait_times(*self.backoff)
