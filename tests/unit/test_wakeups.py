@@ -29,16 +29,17 @@ async def test_a_delivery_wakes_every_sleeper_on_its_generation_at_once() -> Non
     async def sleeper(name: str, generation_id: str) -> None:
         results[name] = await wakeups.sleep(generation_id, 60.0)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sleeper, "a", "g1")
-        tg.start_soon(sleeper, "b", "g1")
-        tg.start_soon(sleeper, "other", "g2")
-        await anyio.wait_all_tasks_blocked()
-        assert wakeups.statistics().sleeping == 3
-        assert wakeups.notify(record("g1")) is True
-        await anyio.wait_all_tasks_blocked()
-        assert results == {"a": record("g1"), "b": record("g1")}  # no time passed
-        await clock.advance(60.0)  # g2's sleeper: the time passes without a delivery
+    with anyio.fail_after(5):  # real seconds: a lost wake-up fails instead of hanging
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleeper, "a", "g1")
+            tg.start_soon(sleeper, "b", "g1")
+            tg.start_soon(sleeper, "other", "g2")
+            await anyio.wait_all_tasks_blocked()
+            assert wakeups.statistics().sleeping == 3
+            assert wakeups.notify(record("g1")) is True
+            await anyio.wait_all_tasks_blocked()
+            assert results == {"a": record("g1"), "b": record("g1")}  # no time passed
+            await clock.advance(60.0)  # g2's sleeper: the time passes without a delivery
     assert results["other"] is None
     stats = wakeups.statistics()
     assert (stats.sleeping, stats.generations, stats.delivered, stats.woken) == (0, 0, 1, 2)
@@ -59,10 +60,11 @@ async def test_a_verified_webhook_event_wakes_its_watcher() -> None:
     async def sleeper() -> None:
         woken.append(await wakeups.sleep("g1", 10.0))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sleeper)
-        await anyio.wait_all_tasks_blocked()
-        wakeups.notify(event)
+    with anyio.fail_after(5):  # real seconds: a lost wake-up fails instead of hanging
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleeper)
+            await anyio.wait_all_tasks_blocked()
+            wakeups.notify(event)
     assert woken == [event.generation]
 
 
@@ -85,13 +87,14 @@ async def test_a_record_still_running_wakes_nobody() -> None:
     async def sleeper() -> None:
         results.append(await wakeups.sleep("g1", 5.0))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sleeper)
-        await anyio.wait_all_tasks_blocked()
-        assert wakeups.notify(record("g1", GenerationStatus.PROCESSING)) is False
-        await anyio.wait_all_tasks_blocked()
-        assert results == []
-        await clock.advance(5.0)
+    with anyio.fail_after(5):  # real seconds: a lost wake-up fails instead of hanging
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleeper)
+            await anyio.wait_all_tasks_blocked()
+            assert wakeups.notify(record("g1", GenerationStatus.PROCESSING)) is False
+            await anyio.wait_all_tasks_blocked()
+            assert results == []
+            await clock.advance(5.0)
     assert results == [None]
     assert not wakeups.flowing and wakeups.statistics().delivered == 0
 
@@ -104,17 +107,18 @@ async def test_a_cancelled_sleeper_leaves_nothing_behind() -> None:
     async def stays() -> None:
         kept.append(await wakeups.sleep("g1", 60.0))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stays)
-        async with anyio.create_task_group() as inner:
-            inner.start_soon(wakeups.sleep, "g1", 60.0)
-            inner.start_soon(wakeups.sleep, "g9", 60.0)
-            await anyio.wait_all_tasks_blocked()
-            assert wakeups.statistics().sleeping == 3
-            inner.cancel_scope.cancel()
-        stats = wakeups.statistics()
-        assert (stats.sleeping, stats.generations) == (1, 1)  # only the one still asleep
-        wakeups.notify(record("g1"))
+    with anyio.fail_after(5):  # real seconds: a lost wake-up fails instead of hanging
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stays)
+            async with anyio.create_task_group() as inner:
+                inner.start_soon(wakeups.sleep, "g1", 60.0)
+                inner.start_soon(wakeups.sleep, "g9", 60.0)
+                await anyio.wait_all_tasks_blocked()
+                assert wakeups.statistics().sleeping == 3
+                inner.cancel_scope.cancel()
+            stats = wakeups.statistics()
+            assert (stats.sleeping, stats.generations) == (1, 1)  # only the one still asleep
+            wakeups.notify(record("g1"))
     assert kept == [record("g1")]
     assert wakeups.statistics().generations == 0
 
