@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from asyncsdk import AsyncClient, AsyncSDKError, Holder, Limits, RateLimitError, RateLimitInfo
 from asyncsdk._client import account_key
 from asyncsdk._redis import RedisAccountGate, RedisGate, RedisGateError, redact_url
+from asyncsdk._redis._scripts import RenewReply
 
 from .conftest import ROOT, RedisServer, free_port
 
@@ -150,7 +151,9 @@ async def test_a_dead_waiter_leaves_the_queue_when_its_heartbeat_stops(gates: Ma
     waiter = gates(lease_ttl=0.3).account("acct", limits)
     permit = await holder.acquire()
     # A process queues once (heartbeat 0.3 s) and is killed: it never comes back.
-    reply = await ghost._run("acquire", "ghost", "", 300, ghost._fingerprint, "", "")
+    reply = await ghost._run(
+        "acquire", "ghost", "", 300, ghost._fingerprint, "", "", "interactive"
+    )
     assert reply.status == "slot"
     await permit.answered(None, None)  # the slot is free, but the ghost is ahead
     started = time.monotonic()
@@ -169,7 +172,8 @@ async def test_an_expired_lease_cannot_release_or_renew_the_next_one(gates: Make
         await fresh.acquire()  # once the stalled lease expired
     member = old.member  # type: ignore[attr-defined]
     reply = await stalled._run("renew", member, "0")
-    assert reply.a == [member]  # refused: the lease is gone, it is not revived
+    assert isinstance(reply, RenewReply)
+    assert reply.lost == (member,)  # refused: the lease is gone, it is not revived
     await old.abandon()  # compare-and-delete: the new holder's lease is not touched
     stats = await fresh.fetch_statistics()
     assert stats.in_progress == 1

@@ -2,9 +2,10 @@
 
 Same guarantees as :class:`~asyncsdk._limits.LocalGate`, across processes and hosts: never more
 than ``Limits.submissions`` submissions in any ``Limits.window`` for an account, never more than
-``Limits.concurrent`` generations in progress. Every decision is one Lua script, run atomically
-by Redis on *its* clock (``TIME``, in milliseconds), so hosts whose clocks disagree still agree
-on the window; the client never reads, decides and then writes.
+``Limits.concurrent`` generations in progress. Every decision is one Lua script (the ``*.lua``
+files of this package, see :mod:`asyncsdk._redis._scripts`), run atomically by Redis on *its*
+clock (``TIME``, in milliseconds), so hosts whose clocks disagree still agree on the window;
+the client never reads, decides and then writes.
 
 Keys (all of one account share the hash tag ``{h}``, so they live in one cluster slot; ``h`` is
 a SHA-256 of the account key, itself already a hash, so no API key ever reaches Redis)::
@@ -16,10 +17,11 @@ a SHA-256 of the account key, itself already a hash, so no API key ever reaches 
                                        "w": watched by its holder, "f": fixed (not renewed),
                                        "o": orphaned (nobody settles it; the probe resolves it),
                                        "t": the orphan's tag, "s": when it was sent (Unix ms)}
-    <ns>:{h}:queue    ZSET  waiter -> ticket number (arrival order)
+    <ns>:{h}:queue    ZSET  waiter -> its ticket (interactive), or ticket + 2^40 (batch)
     <ns>:{h}:beats    ZSET  waiter -> when its heartbeat expires
     <ns>:{h}:seq      STR   ticket and phantom counter
     <ns>:{h}:conf     STR   the Limits every process on the account must share
+    <ns>:{h}:streak   STR   interactive admissions in a row
     <ns>:{h}:events   pub/sub channel: "something freed up, look again"
 
 Every script first prunes (expired window entries, expired leases, waiters whose heartbeat
@@ -42,21 +44,40 @@ and every release is a compare-and-delete on the holder's own token, so a holder
 whose lease expired can never release, renew or overwrite the lease of the next holder: when
 its late answer comes, the generation it created is recorded as a *fixed* hold (not renewed,
 freed when the generation is seen ending or at its cap), the way ``hold_foreign`` records a
-generation started elsewhere. ``release(generation_id)`` frees every hold of that generation,
-whoever took it: any process that sees it end may say so. An orphaned hold (its submitter was
-gone while the outcome is unknown, or a generation the service says runs that nobody here
-started) is offered, with its tag, to the head waiter's probe in any process, and
-``resolve(lease, generation)`` gives it the generation the probe found or frees it.
+generation started elsewhere. ``release_many(generation_ids)`` frees every hold of those
+generations, whoever took it: any process that sees one end may say so. It runs one script for
+all of them, and none when no hold can be theirs: a process knows the leases it holds, and
+every script answers with the account's holders, so a read whose ended records hold nothing
+(by a snapshot younger than ``probe_interval``) costs Redis nothing. A hold taken since by
+another process is the probe's to free (below), as it would be if nobody here had read it. A
+Redis failure there is logged, never raised: the read succeeded, and leases expire.
 
-**Fairness and waiting.** In each process one task per account at a time (anyio's FIFO lock)
-takes a ticket (``INCR``) into the queue; only the queue's head is admitted, so processes are
-served in ticket order and one busy process cannot starve the others. Waiters keep a heartbeat,
-so a killed waiter leaves the queue within ``lease_ttl``. A waiter sleeps on a pub/sub channel
-that every freeing script publishes to, with a fallback timer computed by the script (when the
-window frees, when the first lease expires, when the head's heartbeat runs out), never longer
-than a third of the heartbeat. A cancelled waiter leaves the queue (and undoes an admission it
-did not live to see); a deadline that ends before the window frees fails at once with
-``RateLimitError``, as in the local gate.
+An orphaned hold (its submitter was gone while the outcome is unknown, or a generation the
+service says runs that nobody here started) is offered, with its tag, to the head waiter's
+probe in any process, and ``resolve(lease, generation)`` gives it the generation the probe
+found or frees it.
+
+**Lanes, fairness and waiting.** Waiters queue in Redis by ticket (``INCR``), in two lanes:
+a batch waiter's score is its ticket plus ``2^40``, so interactive waiters come first, FIFO
+within a lane; after :data:`~asyncsdk._limits.BATCH_EVERY` interactive admissions in a row
+(``streak``) the oldest batch waiter is the head instead, so batch work is never starved. Only
+the head is admitted, so processes are served in ticket order and one busy process cannot
+starve the others. In each process one task per account and lane at a time (anyio's FIFO lock)
+holds a ticket. Waiters keep a heartbeat, so a killed waiter leaves the queue within
+``lease_ttl``. A waiter sleeps until its account's channel says something changed, with a
+fallback timer computed by the script (when the window frees, when the first lease expires,
+when the head's heartbeat runs out), never longer than a third of the heartbeat. A cancelled
+waiter leaves the queue (and undoes an admission it did not live to see); a deadline that ends
+before the window frees fails at once with ``RateLimitError``, as in the local gate.
+
+**Connections.** Per event loop a gate uses one pub/sub connection, on which each account
+with a waiter is subscribed (``SUBSCRIBE``/``UNSUBSCRIBE`` per channel), and at most
+:data:`MAX_COMMANDS` connections for scripts (more callers queue, FIFO): 17 at most, whatever
+the number of accounts, and never more than the client's ``max_connections`` (name them with
+``from_url(url, client_name=...)`` to see them in ``CLIENT LIST``). An account's gate that has
+been idle for :data:`IDLE_AFTER` seconds (no waiter, no lease held here, nothing watched) is
+dropped from the registry and unsubscribed; a client still holding it keeps the same object,
+which registers again on its next use, so there are never two gates of one account on a loop.
 
 **Failures.** Any Redis error becomes :class:`RedisGateError` (an ``AsyncSDKError``) naming the
 URL without its password: the gate never falls back to uncoordinated submissions. Scripts are
@@ -76,7 +97,7 @@ import math
 import secrets
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -87,13 +108,14 @@ try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
-    from redis.exceptions import RedisError
+    from redis.exceptions import MaxConnectionsError, RedisError
 except ImportError as exc:  # pragma: no cover - tested in a subprocess without redis
     raise ImportError("RedisGate needs the redis extra: pip install 'asyncsdk[redis]'") from exc
 
-from ._config import Limits
-from ._errors import AsyncSDKError
-from ._limits import (
+from .._config import Limits
+from .._errors import AsyncSDKError
+from .._limits import (
+    BATCH_EVERY,
     GateStatistics,
     Holder,
     Permit,
@@ -104,11 +126,12 @@ from ._limits import (
     counting,
     resets_in_seconds,
 )
+from ._scripts import SCRIPTS, AcquireReply, RenewReply, Reply, Snapshot, parse
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from ._models import RateLimitInfo
+    from .._models import RateLimitInfo
 
 __all__ = ["DEFAULT_NAMESPACE", "RedisAccountGate", "RedisGate", "RedisGateError"]
 
@@ -118,6 +141,10 @@ DEFAULT_NAMESPACE: Final = "asyncsdk"
 #: Longest lease when ``lease_ttl`` is not given (shorter when the generation timeout is).
 DEFAULT_LEASE_TTL: Final = 10.0
 DEFAULT_PROBE_INTERVAL: Final = 1.0
+#: Scripts in flight at once per event loop (each on its own connection); more callers queue.
+MAX_COMMANDS: Final = 16
+#: Seconds an account's gate stays registered (and subscribed) after its last use.
+IDLE_AFTER: Final = 5.0
 #: Options of a client made by ``RedisGate.from_url``: fail within seconds, not minutes.
 _CLIENT_DEFAULTS: Final[dict[str, Any]] = {
     "socket_timeout": 5.0,
@@ -125,8 +152,18 @@ _CLIENT_DEFAULTS: Final[dict[str, Any]] = {
 }
 #: Added to a computed wake-up, so that the waiter does not wake just before the change.
 _EPSILON: Final = 0.002
+#: Longest wait for Redis to confirm a subscription before the first look (the fallback
+#: timers cover a message missed meanwhile).
+_CONFIRM_WAIT: Final = 1.0
 _REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
-_KEY_NAMES: Final = ("window", "slots", "leases", "queue", "beats", "seq", "conf")
+_KEY_NAMES: Final = ("window", "slots", "leases", "queue", "beats", "seq", "conf", "streak")
+#: Statuses after which a waiter of this process looks again at once.
+_FREEING: Final = frozenset({"free", "dropped", "released", "left", "resolved"})
+_IS_DOWN: Final = "check that Redis is up and reachable"
+_POOL_EXHAUSTED: Final = (
+    "the Redis client's connection pool is exhausted (Redis itself may be fine): give the "
+    "client more connections (max_connections) or share it with fewer users"
+)
 
 
 class RedisGateError(AsyncSDKError):
@@ -134,332 +171,28 @@ class RedisGateError(AsyncSDKError):
 
     :ivar url: the Redis URL, without its password.
     :ivar reason: what went wrong.
+    :ivar advice: what to check.
     """
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, advice: str = _IS_DOWN) -> None:
         self.url = url
         self.reason = reason
+        self.advice = advice
         super().__init__(
-            f"the Redis gate at {url} failed ({reason}); "
-            "no submission is sent without it: check that Redis is up and reachable"
+            f"the Redis gate at {url} failed ({reason}); no submission is sent without it: {advice}"
         )
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.url, self.reason))
+        return (type(self), (self.url, self.reason, self.advice))
 
 
-# -- the scripts -----------------------------------------------------------------------------
-# Every script gets the seven keys above and ARGV[1..8] = channel, limit, window, margin,
-# concurrent, generation timeout, lease ttl, key retention (times in ms); its own ARGV follow.
-# Each returns {status, a, b, entries in window, slots taken, queue length,
-# {{lease, gid, watched, orphaned, tag, sent at ms}, ...}}.
-_PRELUDE: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local WINDOW, SLOTS, LEASES, QUEUE, BEATS, SEQ, CONF =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local channel = ARGV[1]
-local limit = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-local margin = tonumber(ARGV[4])
-local concurrent = tonumber(ARGV[5])
-local gen_timeout = tonumber(ARGV[6])
-local lease_ttl = tonumber(ARGV[7])
-local retention = tonumber(ARGV[8])
-local changed = false
-
--- TIME is truncated to the millisecond: +1 keeps an entry live at least a full window.
-local function settle_entry(member)
-  local at = now + 1 + window + margin
-  local score = redis.call('ZSCORE', WINDOW, member)
-  if (not score) or score == 'inf' or tonumber(score) < at then
-    redis.call('ZADD', WINDOW, at, member)
-  end
-end
-
-local function read_lease(member)
-  local raw = redis.call('HGET', LEASES, member)
-  if not raw then return nil end
-  return cjson.decode(raw)
-end
-
-local function write_lease(member, lease, expires)
-  redis.call('HSET', LEASES, member, cjson.encode(lease))
-  redis.call('ZADD', SLOTS, expires, member)
-end
-
-local function drop_lease(member)
-  if redis.call('ZREM', SLOTS, member) == 1 then changed = true end
-  redis.call('HDEL', LEASES, member)
-end
-
-local function holder_of(gid)
-  local all = redis.call('HGETALL', LEASES)
-  for i = 1, #all, 2 do
-    if cjson.decode(all[i + 1]).g == gid then return all[i] end
-  end
-  return nil
-end
-
-local function prune()
-  local expired = redis.call('ZRANGEBYSCORE', SLOTS, '-inf', now)
-  if #expired > 0 then
-    for _, member in ipairs(expired) do
-      redis.call('HDEL', LEASES, member)
-    end
-    redis.call('ZREMRANGEBYSCORE', SLOTS, '-inf', now)
-    changed = true
-  end
-  -- An entry in flight whose lease is gone: its holder died, what it sent has arrived by now.
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', WINDOW, '+inf', '+inf')) do
-    if not redis.call('ZSCORE', SLOTS, member) then settle_entry(member) end
-  end
-  redis.call('ZREMRANGEBYSCORE', WINDOW, '-inf', now)
-  local dead = redis.call('ZRANGEBYSCORE', BEATS, '-inf', now)
-  if #dead > 0 then
-    redis.call('ZREM', QUEUE, unpack(dead))
-    redis.call('ZREMRANGEBYSCORE', BEATS, '-inf', now)
-    changed = true
-  end
-end
-
-local function resync(remaining, resets_in)
-  remaining = tonumber(remaining)
-  if not remaining then return end
-  resets_in = tonumber(resets_in)
-  local missing = (limit - math.max(remaining, 0)) - redis.call('ZCARD', WINDOW)
-  for i = 1, missing do
-    local horizon = window
-    if i == 1 and resets_in then horizon = math.min(math.max(resets_in, 0), window) end
-    redis.call('ZADD', WINDOW, now + horizon + margin, 'phantom.' .. redis.call('INCR', SEQ))
-  end
-end
-
-local function finish(status, a, b)
-  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], retention) end
-  if changed then redis.call('PUBLISH', channel, status) end
-  local holders = {}
-  local all = redis.call('HGETALL', LEASES)
-  for i = 1, #all, 2 do
-    local lease = cjson.decode(all[i + 1])
-    holders[#holders + 1] = {all[i], lease.g, lease.w, lease.o or 0, lease.t or '',
-                             tostring(lease.s or '')}
-  end
-  return {status, a or '', b or '', redis.call('ZCARD', WINDOW), redis.call('ZCARD', SLOTS),
-          redis.call('ZCARD', QUEUE), holders}
-end
-"""
-
-_SCRIPTS: Final = {
-    # ARGV[9] waiter, [10] its ticket or '', [11] heartbeat ms, [12] limits, [13..14] resync.
-    # -> ok | slot (head, wait for a lease: b = ms to the first expiry) | window (head, slot
-    #    free: b = ms until the window has room, -1 unknown) | queued (b = ms until the head's
-    #    heartbeat runs out) | conflict (a = the other limits); a = the ticket otherwise.
-    "acquire": """
-prune()
-local member = ARGV[9]
-if redis.call('ZSCORE', WINDOW, member) == 'inf' and redis.call('ZSCORE', SLOTS, member) then
-  return finish('ok', ARGV[10], 0)  -- a resent call: already admitted
-end
-local conf = redis.call('GET', CONF)
-if conf and conf ~= ARGV[12] and redis.call('ZCARD', WINDOW) + redis.call('ZCARD', SLOTS)
-    + redis.call('ZCARD', QUEUE) > 0 then
-  return finish('conflict', conf, 0)
-end
-redis.call('SET', CONF, ARGV[12])
-resync(ARGV[13], ARGV[14])
-local ticket = redis.call('ZSCORE', QUEUE, member)
-if not ticket then
-  -- new, or dropped as dead while it was only slow: back in at its old place
-  ticket = tonumber(ARGV[10]) or redis.call('INCR', SEQ)
-  redis.call('ZADD', QUEUE, ticket, member)
-end
-ticket = tostring(tonumber(ticket))
-redis.call('ZADD', BEATS, now + tonumber(ARGV[11]), member)
-local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
-if head ~= member then
-  local beat = redis.call('ZSCORE', BEATS, head)
-  if not beat then return finish('queued', ticket, -1) end
-  return finish('queued', ticket, tonumber(beat) - now)
-end
-local taken = redis.call('ZCARD', SLOTS)
-local used = redis.call('ZCARD', WINDOW)
-if taken < concurrent and used < limit then
-  redis.call('ZREM', QUEUE, member)
-  redis.call('ZREM', BEATS, member)
-  redis.call('ZADD', WINDOW, '+inf', member)
-  write_lease(member, {g = '', c = now + gen_timeout + margin, a = 1, w = 0, f = 0, o = 0},
-              now + lease_ttl)
-  changed = true
-  return finish('ok', ticket, 0)
-end
-if taken >= concurrent then
-  local first = redis.call('ZRANGE', SLOTS, 0, 0, 'WITHSCORES')
-  return finish('slot', ticket, tonumber(first[2]) - now)
-end
--- the window must drop to limit - 1 entries: wait for the (used - limit + 1)-th to expire
-local nth = redis.call('ZRANGE', WINDOW, used - limit, used - limit, 'WITHSCORES')
-if nth[2] == 'inf' then return finish('window', ticket, -1) end
-return finish('window', ticket, tonumber(nth[2]) - now)
-""",
-    # ARGV[9] waiter: leave the queue; undo an admission whose answer never reached the caller.
-    "leave": """
-prune()
-local member = ARGV[9]
-if redis.call('ZREM', QUEUE, member) == 1 then changed = true end
-redis.call('ZREM', BEATS, member)
-local lease = read_lease(member)
-if lease and lease.a == 1 and redis.call('ZSCORE', WINDOW, member) == 'inf' then
-  redis.call('ZREM', WINDOW, member)
-  drop_lease(member)
-end
-return finish('left')
-""",
-    # ARGV[9] permit, [10] 'none' (nothing created: free the slot) or 'held', [11] generation
-    # id or '' (unknown owner), [12] '1' to settle the window entry ('2': only if still in
-    # flight), [13..14] resync, [15] '1' when orphaned, [16] tag, [17] sent at (Unix ms).
-    # -> free | held | lost (the lease had expired: recorded as a fixed hold)
-    "settle": """
-prune()
-local member, mode, gid = ARGV[9], ARGV[10], ARGV[11]
-local orphan = tonumber(ARGV[15]) or 0
-local tag, sent = ARGV[16] or '', tonumber(ARGV[17])
-if ARGV[12] == '1' or (ARGV[12] == '2' and redis.call('ZSCORE', WINDOW, member) == 'inf') then
-  settle_entry(member)
-  changed = true
-end
-if ARGV[12] ~= '0' then resync(ARGV[13], ARGV[14]) end
-if mode == 'none' then
-  drop_lease(member)
-  return finish('free')
-end
-local cap = now + gen_timeout + margin
-local lease = read_lease(member)
-if lease then
-  if gid ~= '' and holder_of(gid) and holder_of(gid) ~= member then
-    drop_lease(member)  -- that generation holds a slot already (e.g. as a foreign one)
-    return finish('held')
-  end
-  lease.g = gid
-  lease.c = cap
-  lease.a = 0
-  lease.o = orphan
-  lease.t = tag
-  lease.s = sent
-  changed = true
-  local expires = cap
-  if lease.f == 0 then expires = math.min(now + lease_ttl, cap) end
-  write_lease(member, lease, expires)
-  return finish('held')
-end
-if gid == '' or not holder_of(gid) then
-  write_lease(member, {g = gid, c = cap, a = 0, w = 0, f = 1, o = orphan, t = tag, s = sent}, cap)
-end
-return finish('lost')
-""",
-    # ARGV[9] permit: free its slot (compare-and-delete on its own token); ARGV[10] '1' when
-    # the submission was never sent, which also gives back its window entry.
-    "drop": """
-prune()
-if ARGV[10] == '1' and redis.call('ZREM', WINDOW, ARGV[9]) == 1 then changed = true end
-drop_lease(ARGV[9])
-return finish('dropped')
-""",
-    # ARGV[9] generation id: free every hold of that generation.
-    "release": """
-prune()
-local all = redis.call('HGETALL', LEASES)
-for i = 1, #all, 2 do
-  if cjson.decode(all[i + 1]).g == ARGV[9] then drop_lease(all[i]) end
-end
-return finish('released')
-""",
-    # ARGV[9] generation id, [10] a fresh token: hold a slot for it unless something does.
-    "hold_foreign": """
-prune()
-if not holder_of(ARGV[9]) then
-  local cap = now + gen_timeout + margin
-  write_lease(ARGV[10], {g = ARGV[9], c = cap, a = 0, w = 0, f = 1, o = 0}, cap)
-end
-return finish('held')
-""",
-    # ARGV[9..] pairs of (lease, watched 0/1): extend them; a = the ones that are gone.
-    "renew": """
-prune()
-local lost = {}
-for i = 9, #ARGV, 2 do
-  local member = ARGV[i]
-  local lease = read_lease(member)
-  if lease and lease.f == 0 then
-    lease.w = tonumber(ARGV[i + 1])
-    local expires = now + lease_ttl
-    if lease.c >= 0 then expires = math.min(expires, lease.c) end
-    write_lease(member, lease, expires)
-  else
-    lost[#lost + 1] = member
-  end
-end
-return finish('renewed', lost)
-""",
-    # ARGV[9] an orphaned lease, [10] the generation the probe found for it, or '' (nothing:
-    # free it). A generation already held elsewhere frees it too.
-    "resolve": """
-prune()
-local member, gid = ARGV[9], ARGV[10]
-local lease = read_lease(member)
-if lease and lease.o == 1 then
-  local other = gid ~= '' and holder_of(gid)
-  if gid == '' or (other and other ~= member) then
-    drop_lease(member)
-  else
-    lease.g = gid
-    lease.o = 0
-    lease.t = nil
-    redis.call('HSET', LEASES, member, cjson.encode(lease))
-    changed = true
-  end
-end
-return finish('resolved')
-""",
-    "stats": """
-prune()
-return finish('stats')
-""",
-}
+def _gate_error(url: str, exc: BaseException) -> RedisGateError:
+    advice = _POOL_EXHAUSTED if isinstance(exc, MaxConnectionsError) else _IS_DOWN
+    return RedisGateError(url, f"{type(exc).__name__}: {exc}", advice)
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-@attrs.frozen
-class _Reply:
-    """A script's answer (see ``_SCRIPTS``)."""
-
-    status: str
-    a: Any
-    b: int
-    in_window: int
-    in_progress: int
-    queued: int
-    holders: tuple[Holder, ...]
-
-    @classmethod
-    def parse(cls, raw: Sequence[Any]) -> _Reply:
-        holders = tuple(
-            Holder(
-                _text(key),
-                _text(g) or None,
-                orphan=bool(int(o)),
-                tag=_text(t) or None,
-                since=int(_text(sent)) / 1000 if _text(sent) else None,
-                watched=bool(int(w)),
-            )
-            for key, g, w, o, t, sent in raw[6]
-        )
-        a = [_text(x) for x in raw[1]] if isinstance(raw[1], list) else _text(raw[1])
-        b = int(raw[2]) if raw[2] not in ("", b"") else 0
-        return cls(_text(raw[0]), a, b, int(raw[3]), int(raw[4]), int(raw[5]), holders)
 
 
 def redact_url(url: str) -> str:
@@ -495,6 +228,21 @@ def _ms(seconds: float) -> int:
     return math.ceil(seconds * 1000)
 
 
+def limits_fingerprint(limits: Limits) -> str:
+    """What every process on an account must agree on, in whole milliseconds, so that equal
+    :class:`~asyncsdk.Limits` give equal text whatever their number types.
+
+    >>> limits_fingerprint(Limits(window=60)) == limits_fingerprint(Limits(window=60.0))
+    True
+    """
+    return (
+        f"submissions={limits.submissions:g} window={round(limits.window * 1000)}ms "
+        f"concurrent={limits.concurrent:g} "
+        f"generation_timeout={round(limits.generation_timeout * 1000)}ms "
+        f"margin={round(limits.margin * 1000)}ms"
+    )
+
+
 class RedisGate:
     """A :class:`~asyncsdk.Gate` whose limits live in Redis, shared by every process using it.
 
@@ -510,9 +258,10 @@ class RedisGate:
         while the holder lives. Default: 10 s, or the generation timeout when shorter.
     :param probe_interval: how often the head waiter polls slot holders nobody watches.
 
-    Every process on an account must use the same :class:`~asyncsdk.Limits`. Close the gate
-    with ``await gate.aclose()`` (or ``async with gate``) when done; leases still held then
-    expire within ``lease_ttl``.
+    Every process on an account must use the same :class:`~asyncsdk.Limits`. A gate uses at
+    most 17 Redis connections per event loop, whatever the number of accounts (one for
+    pub/sub, :data:`MAX_COMMANDS` for scripts). Close the gate with ``await gate.aclose()``
+    (or ``async with gate``) when done; leases still held then expire within ``lease_ttl``.
     """
 
     def __init__(
@@ -558,7 +307,8 @@ class RedisGate:
         **redis_options: Any,
     ) -> RedisGate:
         """A gate on the Redis at ``url`` (``redis://[:password@]host[:port][/db]``,
-        ``rediss://`` or ``unix://``); ``redis_options`` go to ``redis.asyncio.from_url``.
+        ``rediss://`` or ``unix://``); ``redis_options`` go to ``redis.asyncio.from_url``
+        (e.g. ``client_name="worker-3"``, which names the gate's connections in Redis).
 
         Nothing connects until the first use, inside the event loop that uses it.
         """
@@ -584,18 +334,7 @@ class RedisGate:
 
     def account(self, account_key: str, limits: Limits) -> RedisAccountGate:
         """The gate of ``account_key`` on this event loop (one per account, shared)."""
-        runtime = self._runtime()
-        gate = runtime.accounts.get(account_key)
-        if gate is None:
-            gate = runtime.accounts[account_key] = RedisAccountGate(
-                self, runtime, account_key, limits
-            )
-        elif gate.limits != limits:
-            raise ValueError(
-                f"this account is already used in this process with {gate.limits!r}; "
-                f"a client cannot use it with different limits ({limits!r})"
-            )
-        return gate
+        return self._runtime().account(self, account_key, limits)
 
     def _runtime(self) -> _Runtime:
         loop = asyncio.get_running_loop()
@@ -606,15 +345,17 @@ class RedisGate:
             else:
                 assert self._url is not None
                 client, owned = aioredis.Redis.from_url(self._url, **self._options), True
-            runtime = self._runtimes[loop] = _Runtime(client, owned=owned)
+            runtime = self._runtimes[loop] = _Runtime(self.url, client, owned=owned)
         return runtime
 
     async def ping(self) -> None:
         """Check that Redis answers; :class:`RedisGateError` if not."""
+        runtime = self._runtime()
         try:
-            await self._runtime().client.ping()
+            async with runtime.commands:
+                await runtime.client.ping()
         except _REDIS_ERRORS as exc:
-            raise RedisGateError(self.url, f"{type(exc).__name__}: {exc}") from exc
+            raise _gate_error(self.url, exc) from exc
 
     async def aclose(self) -> None:
         """Stop renewing and listening on this event loop; close the client made by
@@ -631,17 +372,31 @@ class RedisGate:
 
 
 class _Runtime:
-    """What a RedisGate keeps per event loop: the client, the scripts, the accounts, and one
-    background task whose task group hosts the renewers and listeners, and which closes them
-    (and an owned client) when cancelled (``aclose()``, or the loop shutting down)."""
+    """What a RedisGate keeps per event loop: the client, its scripts, the registry of account
+    gates, the one pub/sub connection and its listener, and one background task whose task
+    group hosts the renewers and the listener, evicts idle gates, and closes them (and an
+    owned client) when cancelled (``aclose()``, or the loop shutting down)."""
 
-    def __init__(self, client: aioredis.Redis, *, owned: bool) -> None:
+    def __init__(self, url: str, client: aioredis.Redis, *, owned: bool) -> None:
+        self.url = url
         self.client = client
         self.owned = owned
-        self.scripts = {
-            name: client.register_script(_PRELUDE + body) for name, body in _SCRIPTS.items()
-        }
+        self.scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
+        pool_size = getattr(client.connection_pool, "max_connections", None)
+        slots = MAX_COMMANDS
+        if isinstance(pool_size, int):  # one connection stays free for pub/sub
+            slots = max(1, min(MAX_COMMANDS, pool_size - 1))
+        self.commands = anyio.Semaphore(slots)
+        #: Gates in use; idle ones rest in ``_resting`` for as long as someone holds them.
         self.accounts: dict[str, RedisAccountGate] = {}
+        self._resting: weakref.WeakValueDictionary[str, RedisAccountGate] = (
+            weakref.WeakValueDictionary()
+        )
+        self._pubsub: Any = None
+        self._pubsub_lock = anyio.Lock()
+        self._channels: dict[str, RedisAccountGate] = {}  # subscribed
+        self._confirmed: dict[str, anyio.Event] = {}
+        self._listening = False
         self.closed = False
         self._tg: TaskGroup | None = None
         self._ready = anyio.Event()
@@ -649,12 +404,115 @@ class _Runtime:
             self._main(), name="asyncsdk-redis-gate"
         )
 
+    # -- the registry ------------------------------------------------------------------------
+    def account(self, owner: RedisGate, account_key: str, limits: Limits) -> RedisAccountGate:
+        gate = self.accounts.get(account_key) or self._resting.get(account_key)
+        if gate is None:
+            gate = RedisAccountGate(owner, self, account_key, limits)
+        elif gate.limits != limits:
+            raise ValueError(
+                f"this account is already used in this process with {gate.limits!r}; "
+                f"a client cannot use it with different limits ({limits!r})"
+            )
+        gate._activate()
+        return gate
+
+    def activate(self, gate: RedisAccountGate) -> None:
+        """``gate`` is in use: keep it registered (again)."""
+        key = gate.account_key
+        if self.accounts.get(key) is not gate:
+            assert self.accounts.get(key) is None, "two gates of one account on one loop"
+            self.accounts[key] = gate
+            self._resting.pop(key, None)
+
+    async def evict_idle(self, idle_for: float = IDLE_AFTER) -> int:
+        """Forget the gates idle for ``idle_for`` seconds (a client holding one keeps it) and
+        unsubscribe their channels; how many were evicted."""
+        now = time.monotonic()
+        idle = [g for g in self.accounts.values() if g.idle and now - g.last_used >= idle_for]
+        channels = []
+        for gate in idle:
+            del self.accounts[gate.account_key]
+            self._resting[gate.account_key] = gate
+            if self._channels.pop(gate.channel, None) is not None:
+                channels.append(gate.channel)
+                self._confirmed.pop(gate.channel, None)
+        if channels and self._pubsub is not None:
+            try:
+                async with self._pubsub_lock:
+                    await self._pubsub.unsubscribe(*channels)
+            except _REDIS_ERRORS as exc:  # resubscribed on reconnect at worst: harmless
+                logger.debug("could not unsubscribe %d idle accounts: %s", len(channels), exc)
+        return len(idle)
+
+    # -- pub/sub -----------------------------------------------------------------------------
+    async def listen(self, gate: RedisAccountGate) -> None:
+        """Subscribe ``gate`` to its account's channel on the one pub/sub connection (before
+        its first look, so that no news is missed), unless it is already."""
+        channel = gate.channel
+        confirmed = self._confirmed.get(channel)
+        if confirmed is None:
+            confirmed = self._confirmed[channel] = anyio.Event()
+            self._channels[channel] = gate
+            try:
+                async with self._pubsub_lock:
+                    if self._pubsub is None:
+                        self._pubsub = self.client.pubsub()
+                    await self._pubsub.subscribe(channel)
+            except _REDIS_ERRORS as exc:
+                if self._confirmed.get(channel) is confirmed:
+                    del self._confirmed[channel]
+                    self._channels.pop(channel, None)
+                raise _gate_error(self.url, exc) from exc
+            if not self._listening:
+                self._listening = True
+                (await self.task_group()).start_soon(self._listen, self._pubsub)
+        if not confirmed.is_set():
+            with anyio.move_on_after(_CONFIRM_WAIT):
+                await confirmed.wait()
+
+    async def _listen(self, pubsub: Any) -> None:
+        delay = 0.05
+        try:
+            while True:
+                try:
+                    message = await pubsub.get_message(timeout=None)
+                except Exception as exc:  # the waiters' own calls report the failure
+                    logger.debug("gate listener on %s: %s; retrying in %.2fs", self.url, exc, delay)
+                    for gate in list(self._channels.values()):
+                        gate._notify()
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                delay = 0.05
+                if not message:
+                    continue
+                channel = _text(message.get("channel"))
+                if message.get("type") == "message":
+                    listener = self._channels.get(channel)
+                    if listener is not None:
+                        listener._notify()
+                elif message.get("type") == "subscribe":
+                    confirmed = self._confirmed.get(channel)
+                    if confirmed is not None:
+                        confirmed.set()
+        finally:
+            self._listening = False
+            self._pubsub = None
+            self._channels.clear()
+            self._confirmed.clear()
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    # -- lifecycle ---------------------------------------------------------------------------
     async def _main(self) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self._ready.set()
-                await anyio.sleep_forever()
+                while True:
+                    await anyio.sleep(IDLE_AFTER)
+                    await self.evict_idle()
         finally:
             self.closed = True
             self._tg = None
@@ -679,7 +537,7 @@ class RedisAccountGate:
 
     ``statistics()`` is the latest snapshot the gate learned (every script answers with one);
     ``await fetch_statistics()`` asks Redis. ``waiting`` counts this process's waiting tasks
-    and the other processes queued in Redis (one ticket each).
+    and the other processes' tickets in Redis.
     """
 
     def __init__(
@@ -687,6 +545,8 @@ class RedisAccountGate:
     ) -> None:
         self.limits = limits
         self.url = owner.url
+        #: The SDK's account key (a hash of the API key; never sent to Redis as such).
+        self.account_key = account_key
         self.lease_ttl = (
             owner.lease_ttl
             if owner.lease_ttl is not None
@@ -710,82 +570,67 @@ class RedisAccountGate:
             _ms(limits.generation_timeout),
             _ms(self.lease_ttl),
             _ms(retention),
+            BATCH_EVERY,
         )
-        self._fingerprint = (
-            f"submissions={limits.submissions} window={limits.window!r} "
-            f"concurrent={limits.concurrent} generation_timeout={limits.generation_timeout!r} "
-            f"margin={limits.margin!r}"
-        )
+        self._fingerprint = limits_fingerprint(limits)
         self._held: dict[str, str | None] = {}  # our renewed leases -> their generation ids
         self._watched: collections.Counter[str] = collections.Counter()
         self._reads_paused_until = -math.inf
         self._pending_resync: tuple[str, str] | None = None
         self._waiting = 0
-        self._queued = False
-        self._turnstile = anyio.Lock()
-        self._changed: anyio.Event | None = None
-        self._listening = False
+        self._queued = 0  # this process's tickets in Redis (one per lane at most)
+        self._turnstiles = {lane: anyio.Lock() for lane in Priority}
+        self._wakers: set[anyio.Event] = set()
         self._renewing = False
         self._tg: TaskGroup | None = None
-        self._last = _Reply("none", "", 0, 0, 0, 0, ())
+        self._last = Snapshot()
+        self._last_at = -math.inf  # when the last reply came (monotonic)
+        #: When this gate was last used (monotonic): idle gates are evicted after a while.
+        self.last_used = time.monotonic()
 
     def __repr__(self) -> str:
         return f"<RedisAccountGate {self.url} {self.statistics()}>"
 
+    @property
+    def idle(self) -> bool:
+        """Nobody waits here, this process holds no lease and watches nothing: the gate can
+        be forgotten (its state is in Redis)."""
+        return (
+            not self._waiting
+            and not self._held
+            and not self._watched
+            and self._pending_resync is None
+            and time.monotonic() >= self._reads_paused_until
+        )
+
+    def _activate(self) -> None:
+        self.last_used = time.monotonic()
+        self._runtime.activate(self)
+
     # -- talking to Redis --------------------------------------------------------------------
-    async def _run(self, script: str, *args: str | int) -> _Reply:
+    async def _run(self, script: str, *args: str | int) -> Reply:
+        self.last_used = time.monotonic()
+        runtime = self._runtime
         try:
-            raw = await self._runtime.scripts[script](keys=self.keys, args=(*self._common, *args))
+            async with runtime.commands:
+                raw = await runtime.scripts[script](keys=self.keys, args=(*self._common, *args))
         except _REDIS_ERRORS as exc:
-            raise RedisGateError(self.url, f"{type(exc).__name__}: {exc}") from exc
-        reply = _Reply.parse(raw)
-        self._last = reply
-        if reply.status in ("free", "dropped", "released", "left", "resolved"):
+            raise _gate_error(self.url, exc) from exc
+        reply = parse(script, raw)
+        self._last = reply.snapshot
+        self._last_at = time.monotonic()
+        if reply.status in _FREEING:
             self._notify()  # wake a waiter of this process without the pub/sub round trip
         return reply
 
     def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-
-    async def _ensure_listener(self) -> None:
-        """Subscribe to the account's channel (before the first look, so no news is missed)."""
-        if self._listening:
-            return
-        tg = await self._runtime.task_group()
-        pubsub: Any = self._runtime.client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self.channel)
-        except _REDIS_ERRORS as exc:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await pubsub.aclose()
-            raise RedisGateError(self.url, f"{type(exc).__name__}: {exc}") from exc
-        self._listening = True
-        tg.start_soon(self._listen, pubsub)
-
-    async def _listen(self, pubsub: Any) -> None:
-        delay = 0.05
-        try:
-            while True:
-                try:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                except Exception as exc:  # the waiters' own calls report the failure
-                    logger.debug("gate listener on %s: %s; retrying in %.2fs", self.url, exc, delay)
-                    self._notify()
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                delay = 0.05
-                if message is not None:
-                    self._notify()
-        finally:
-            self._listening = False
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await pubsub.aclose()
+        for event in self._wakers:
+            event.set()
 
     # -- the slot ----------------------------------------------------------------------------
     def _hold(self, member: str, generation_id: str | None = None) -> None:
         self._held[member] = generation_id
+        self._activate()
         if not self._renewing and self._tg is not None:
             self._renewing = True
             self._tg.start_soon(self._renew)
@@ -807,15 +652,30 @@ class RedisAccountGate:
                 except Exception as exc:  # keep renewing: the lease outlives short outages
                     logger.warning("could not renew slot leases: %s", exc)
                     continue
-                for member in reply.a:
+                assert isinstance(reply, RenewReply)
+                for member in reply.lost:
                     self._held.pop(member, None)
         finally:
             self._renewing = False
 
     async def release(self, generation_id: str) -> None:
-        for member in [m for m, g in self._held.items() if g == generation_id]:
+        await self.release_many((generation_id,))
+
+    async def release_many(self, generation_ids: Iterable[str]) -> None:
+        """The SDK saw these generations end: free their holds, in one script, or in none
+        when no hold can be theirs (see the module docstring). Never raises for Redis."""
+        ended = set(generation_ids)
+        mine = [member for member, gid in self._held.items() if gid in ended]
+        for member in mine:
             del self._held[member]
-        await self._run("release", generation_id)
+        if time.monotonic() - self._last_at < self.probe_interval:
+            ended &= {h.generation_id for h in self._last.holders}
+        if not ended:
+            return
+        try:
+            await self._run("release", *sorted(ended))
+        except RedisGateError as exc:  # the read succeeded; the leases expire anyway
+            logger.warning("could not free the slots of %d ended generations: %s", len(ended), exc)
 
     async def hold_foreign(self, generation_id: str) -> None:
         await self._run("hold_foreign", generation_id, "foreign." + secrets.token_hex(8))
@@ -837,67 +697,79 @@ class RedisAccountGate:
 
     def watching(self, generation_id: str) -> contextlib.AbstractContextManager[None]:
         # Other processes learn it with the next renewal of the lease (``w``).
+        self._activate()
         return counting(self._watched, generation_id)
 
     # -- admission ---------------------------------------------------------------------------
     async def acquire(
         self, *, probe: Probe | None = None, priority: Priority = Priority.INTERACTIVE
     ) -> Permit:
+        lane = Priority(priority)
+        self._activate()
         self._waiting += 1
         try:
-            async with self._turnstile:  # FIFO inside the process; tickets across processes
-                return await self._queue(probe)
+            async with self._turnstiles[lane]:  # FIFO per lane here; tickets across processes
+                return await self._queue(probe, lane)
         finally:
             self._waiting -= 1
+            self.last_used = time.monotonic()
 
-    async def _queue(self, probe: Probe | None) -> Permit:
+    async def _queue(self, probe: Probe | None, lane: Priority) -> Permit:
         self._tg = await self._runtime.task_group()
-        await self._ensure_listener()
-        member = f"{secrets.token_hex(8)}"
+        await self._runtime.listen(self)
+        member = secrets.token_hex(8)
         ticket = ""
         heartbeat = _ms(self.lease_ttl)
         next_probe = anyio.current_time() + self.probe_interval
-        admitted = False
+        admitted = queued = False
         try:
             while True:
-                changed = self._changed = anyio.Event()
-                resync = self._pending_resync or ("", "")
-                self._pending_resync = None
-                reply = await self._run(
-                    "acquire", member, ticket, heartbeat, self._fingerprint, *resync
-                )
-                if reply.status == "ok":
-                    admitted = True
-                    self._hold(member)
-                    return _RedisPermit(self, member)
-                if reply.status == "conflict":
-                    raise ValueError(
-                        f"other processes use this account through {self.url} with "
-                        f"different limits ({reply.a}); every process must use the same "
-                        f"Limits (this one: {self._fingerprint})"
+                changed = anyio.Event()
+                self._wakers.add(changed)
+                try:
+                    resync = self._pending_resync or ("", "")
+                    self._pending_resync = None
+                    reply = await self._run(
+                        "acquire", member, ticket, heartbeat, self._fingerprint, *resync, lane.value
                     )
-                ticket = reply.a
-                self._queued = True
-                now = anyio.current_time()
-                wake = reply.b / 1000 if reply.b >= 0 else math.inf
-                if reply.status == "window":
-                    check_deadline(self.limits, wake)
-                elif reply.status == "slot" and probe is not None:
-                    if now >= next_probe:
-                        unsettled = [
-                            h
-                            for h in self.holders()
-                            if h.orphan or (h.generation_id is not None and not h.watched)
-                        ]
-                        if unsettled:
-                            await probe(unsettled)
-                        next_probe = anyio.current_time() + self.probe_interval
-                        continue
-                    wake = min(wake, next_probe - now)
-                with anyio.move_on_after(max(min(wake + _EPSILON, self.lease_ttl / 3), 0.0)):
-                    await changed.wait()
+                    assert isinstance(reply, AcquireReply)
+                    if reply.status == "ok":
+                        admitted = True
+                        self._hold(member)
+                        return _RedisPermit(self, member)
+                    if reply.status == "conflict":
+                        raise ValueError(
+                            f"other processes use this account through {self.url} with "
+                            f"different limits ({reply.limits}); every process must use the "
+                            f"same Limits (this one: {self._fingerprint})"
+                        )
+                    ticket = reply.ticket
+                    if not queued:
+                        queued = True
+                        self._queued += 1
+                    now = anyio.current_time()
+                    wake = reply.wait_ms / 1000 if reply.wait_ms is not None else math.inf
+                    if reply.status == "window":
+                        check_deadline(self.limits, wake)
+                    elif reply.status == "slot" and probe is not None:
+                        if now >= next_probe:
+                            unsettled = [
+                                h
+                                for h in self.holders()
+                                if h.orphan or (h.generation_id is not None and not h.watched)
+                            ]
+                            if unsettled:
+                                await probe(unsettled)
+                            next_probe = anyio.current_time() + self.probe_interval
+                            continue
+                        wake = min(wake, next_probe - now)
+                    with anyio.move_on_after(max(min(wake + _EPSILON, self.lease_ttl / 3), 0.0)):
+                        await changed.wait()
+                finally:
+                    self._wakers.discard(changed)
         finally:
-            self._queued = False
+            if queued:
+                self._queued -= 1
             if not admitted:
                 with anyio.CancelScope(shield=True):
                     try:
@@ -912,6 +784,7 @@ class RedisAccountGate:
         if info.remaining is None:
             return
         resets_in = capped_hint(self.limits, resets_in_seconds(info))
+        self._activate()
         if submission:
             # Applied by the next acquire, atomically with its decision.
             self._pending_resync = _resync_args(self.limits, info)
@@ -928,7 +801,7 @@ class RedisAccountGate:
     # -- statistics --------------------------------------------------------------------------
     def statistics(self) -> GateStatistics:
         last = self._last
-        others = last.queued - (1 if self._queued else 0)
+        others = last.queued - self._queued
         return GateStatistics(
             waiting=self._waiting + max(others, 0),
             submissions_in_window=last.in_window,

@@ -1,0 +1,3 @@
+-- The account's snapshot, after pruning.
+prune()
+return finish({status = 'stats'})
