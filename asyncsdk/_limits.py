@@ -60,7 +60,7 @@ import math
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
@@ -291,6 +291,9 @@ class AccountGate(Protocol):
     async def release(self, generation_id: str) -> None:
         """The SDK saw ``generation_id`` end: free its slot, if it holds one."""
 
+    async def release_many(self, generation_ids: Iterable[str]) -> None:
+        """The SDK saw these generations end (a list page): free their slots at once."""
+
     async def hold_foreign(self, generation_id: str) -> None:
         """A generation started elsewhere runs on the account: count it as a slot holder."""
 
@@ -472,6 +475,11 @@ class LocalAccountGate:
 
     async def release(self, generation_id: str) -> None:
         for hold in [h for h in self._holds if h.generation_id == generation_id]:
+            self._drop(hold)
+
+    async def release_many(self, generation_ids: Iterable[str]) -> None:
+        ended = set(generation_ids)
+        for hold in [h for h in self._holds if h.generation_id in ended]:
             self._drop(hold)
 
     async def hold_foreign(self, generation_id: str) -> None:
