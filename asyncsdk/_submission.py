@@ -369,7 +369,7 @@ class Submitter:
         if found is None:
             await reservation._settle(_Phase.SETTLED, "abandon")
             return cause
-        await reservation._settle(_Phase.SETTLED, "adopt", found.generation_id)
+        await self._adopt(reservation, found)
         return self._adopted(found, request)
 
     async def _recover(
@@ -391,10 +391,18 @@ class Submitter:
             if found is None:
                 await current._settle(_Phase.SETTLED, "abandon")
                 return None
-            await current._settle(_Phase.SETTLED, "adopt", found.generation_id)
+            await self._adopt(current, found)
             return self._adopted(found, request)
         finally:
             await current.close()
+
+    @staticmethod
+    async def _adopt(reservation: Reservation, found: Generation) -> None:
+        """The generation found holds the slot, unless it has ended already."""
+        if found.status.is_terminal:
+            await reservation._settle(_Phase.SETTLED, "abandon")
+        else:
+            await reservation._settle(_Phase.SETTLED, "adopt", found.generation_id)
 
     def _adopted(self, found: Generation, request: Request) -> Submission:
         if request.idempotency_key is not None and found.prompt not in (None, request.prompt):
