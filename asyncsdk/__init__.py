@@ -39,6 +39,7 @@ from ._limits import Gate as Gate
 from ._limits import GateStatistics as GateStatistics
 from ._limits import Holder as Holder
 from ._limits import LocalGate as LocalGate
+from ._limits import Permit as Permit
 from ._limits import Priority as Priority
 from ._logs import setup_logging as _setup_logging
 from ._models import AccountDetails as AccountDetails
@@ -137,6 +138,7 @@ __all__ = [
     "Limits",
     "LocalGate",
     "NotFoundError",
+    "Permit",
     "Priority",
     "RateLimitError",
     "RateLimitInfo",
