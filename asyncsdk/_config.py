@@ -16,6 +16,7 @@ import attrs
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_POLL_INTERVAL",
     "DEFAULT_TIMEOUT",
@@ -37,6 +38,8 @@ MAX_POLL_FACTOR: Final = 5.0
 #: First and longest wait between two retries of a transient failure, in seconds.
 DEFAULT_BACKOFF_BASE: Final = 0.5
 DEFAULT_BACKOFF_MAX: Final = 8.0
+#: Connections the clients of one origin share (one pool per origin and event loop).
+DEFAULT_MAX_CONNECTIONS: Final = 100
 
 ENV_API_KEY: Final = "BABYSEA_API_KEY"
 ENV_BASE_URL: Final = "BABYSEA_BASE_URL"

@@ -13,8 +13,9 @@ gate and teaches the duration model how long the model takes.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -35,8 +36,27 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
 Params = Mapping[str, str | int] | None
 
 
+Replay = Callable[[str, Params, list[AsyncSDKError], "Reader"], Awaitable[Response]]
+
+
+async def _replay(
+    path: str, params: Params, first: list[AsyncSDKError], reader: Reader
+) -> Response:
+    if first:
+        raise first.pop()
+    return await reader.read_once(path, params)
+
+
+@functools.lru_cache(maxsize=32)
+def _retrying_read(max_retries: int, backoff_range: tuple[float, float], hint_cap: float) -> Replay:
+    """backoff's loop around :func:`_replay`, one per retry setting (not one per client)."""
+    return retrying(max_retries, backoff_range, hint_cap)(_replay)
+
+
 class Reader:
     """The read side of one client: typed endpoints over :meth:`read`."""
+
+    __slots__ = ("_account", "_gate", "_retry", "_transport", "durations", "max_retries")
 
     def __init__(
         self,
@@ -47,12 +67,14 @@ class Reader:
         backoff_range: tuple[float, float],
         hint_cap: float,
         durations: DurationModel,
+        account: str | None = None,
     ) -> None:
         self._transport = transport
         self._gate = gate
         self.max_retries = max_retries
         self.durations = durations
-        self._retrying = retrying(max_retries, backoff_range, hint_cap)(self._replay)
+        self._account = account
+        self._retry = (max_retries, backoff_range, hint_cap)
 
     async def read(self, path: str, params: Params = None) -> Response:
         """One read, retried by the one predicate with backoff's loop."""
@@ -62,12 +84,7 @@ class Reader:
             if self.max_retries == 0 or not is_retryable(exc):
                 raise
             first = [exc]
-        return await self._retrying(path, params, first)
-
-    async def _replay(self, path: str, params: Params, first: list[AsyncSDKError]) -> Response:
-        if first:
-            raise first.pop()
-        return await self.read_once(path, params)
+        return await _retrying_read(*self._retry)(path, params, first, self)
 
     async def read_once(self, path: str, params: Params = None) -> Response:
         """One request, no retry."""
@@ -118,5 +135,5 @@ class Reader:
     async def saw(self, generation: Generation) -> None:
         """Every record read passes here: an ended generation frees its slot."""
         if generation.status.is_terminal:
-            self.durations.observe(generation)
+            self.durations.observe(generation, account=self._account)
             await self._gate().release(generation.generation_id)

@@ -19,23 +19,41 @@ request's own headers) is passed through :func:`~asyncsdk._errors.redact` before
 built from it, and URLs in messages lose their query strings (a CDN's may be a signature).
 Output images are fetched without the authentication headers: they live on a CDN. A download
 is bounded by idle time (no byte for ``timeout`` seconds), not by its total duration.
+
+**One connection pool per origin.** Sockets are bounded by concurrency, not by the number of
+accounts: the clients of one origin (``https://host:port``) in one event loop share one
+:class:`Pool`, an ``aiohttp.ClientSession`` over a connector of ``max_connections``
+connections, ref-counted by the transports that use it and closed with the last of them. The
+session carries no account's state: each transport sends its own ``Authorization`` with each
+request, and the session keeps no cookies (one account's cookies must never ride along with
+another's). A request first takes one of the pool's :class:`Slots` (FIFO) and only then enters
+aiohttp with its timeout, so the time spent queueing for a connection is never counted
+against the request, a request cancelled while queueing has provably not been sent, and a
+burst of thousands of requests waits in the queue instead of all being built at once. A
+session handed in (``session=``) is used as it is and never closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import json
 import logging
 import platform
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
+from multidict import CIMultiDict
 
+from ._config import DEFAULT_MAX_CONNECTIONS
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -48,7 +66,7 @@ from ._models import RateLimitInfo
 from ._version import __version__
 from ._wire import structure
 
-__all__ = ["Response", "Transport"]
+__all__ = ["Pool", "Response", "Slots", "Transport"]
 
 logger = logging.getLogger("asyncsdk")
 
@@ -92,8 +110,173 @@ class Response:
             ) from exc
 
 
+class Slots:
+    """A FIFO limiter over ``limit`` slots: :meth:`acquire` waits for one, :meth:`release`
+    hands it to the longest waiter (or frees it). A waiter cancelled after it was handed a
+    slot passes it on, so no slot is ever lost."""
+
+    __slots__ = ("_free", "_waiters", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = limit
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def in_use(self) -> int:
+        return self.limit - self._free
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as it was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+class Pool:
+    """The connections the clients of one origin share in one event loop (see the module
+    docstring): one session, one connector of ``limit`` connections, and the slots that
+    bound the requests in flight to the connections there are."""
+
+    __slots__ = ("key", "loop", "session", "slots", "users")
+
+    def __init__(self, key: tuple[str, int], loop: asyncio.AbstractEventLoop) -> None:
+        limit = key[1]
+        self.key = key
+        self.loop = loop
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": USER_AGENT},
+            raise_for_status=False,
+        )
+        self.slots = Slots(limit)
+        self.users = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Pool {self.key[0]} users={self.users} "
+            f"requests={self.slots.in_use}/{self.key[1]} waiting={self.slots.waiting}>"
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    @classmethod
+    def acquire(cls, origin: str, limit: int) -> Pool:
+        """The pool of ``origin`` in the running loop (made on first use), counted once more."""
+        loop = asyncio.get_running_loop()
+        pools = _POOLS.get(loop)
+        if pools is None:
+            pools = _POOLS[loop] = {}
+        key = (origin, limit)
+        pool = pools.get(key)
+        if pool is None:
+            pool = pools[key] = cls(key, loop)
+        pool.users += 1
+        return pool
+
+    def _leave(self) -> bool:
+        """Count one user less; ``True`` when it was the last (the pool is forgotten)."""
+        self.users -= 1
+        if self.users > 0:
+            return False
+        pools = _POOLS.get(self.loop)
+        if pools is not None and pools.get(self.key) is self:
+            del pools[self.key]
+        return True
+
+    async def release(self) -> None:
+        """One user is done; the last one closes the session and its connections."""
+        if self._leave():
+            await self.session.close()
+
+    def abandon(self) -> None:
+        """One user was garbage-collected unclosed: count it out without awaiting, and have
+        the loop close the pool if it was the last one."""
+        if not self._leave() or self.loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is shutting down
+            self.loop.call_soon_threadsafe(_close_soon, self.session)
+
+    @staticmethod
+    def statistics() -> dict[str, int]:
+        """Pools open in the running loop and their users, connections and queued requests."""
+        pools = _POOLS.get(asyncio.get_running_loop(), {})
+        return {
+            "pools": len(pools),
+            "users": sum(p.users for p in pools.values()),
+            "requests": sum(p.slots.in_use for p in pools.values()),
+            "waiting": sum(p.slots.waiting for p in pools.values()),
+        }
+
+
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], Pool]] = (
+    weakref.WeakKeyDictionary()
+)
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(session: aiohttp.ClientSession) -> None:
+    task = asyncio.ensure_future(session.close())
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
+@functools.lru_cache(maxsize=64)
+def _timeouts(timeout: float) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+    """A request's timeout and a download's (idle time), shared by clients with equal ones."""
+    return (
+        aiohttp.ClientTimeout(total=timeout),
+        aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+    )
+
+
+def origin_of(base_url: str) -> str:
+    """``https://host:port`` of a URL: what clients share a pool by."""
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 class Transport:
-    """One session's worth of HTTP to the service. Open inside a running event loop."""
+    """One client's HTTP to the service (see the module docstring). Open inside a running
+    event loop: the pool (or the session handed in) is taken on first use."""
+
+    __slots__ = (
+        "_api_headers",
+        "_auth",
+        "_json_headers",
+        "_limit",
+        "_pool",
+        "_session",
+        "_slots",
+        "_stream_headers",
+        "base_url",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -102,45 +285,65 @@ class Transport:
         headers: Mapping[str, str],
         timeout: float,
         session: aiohttp.ClientSession | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(f"max_connections must be an integer >= 1, got {max_connections!r}")
         self.base_url = base_url.rstrip("/")
-        self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
-        self._json_headers = {**self._headers, "Content-Type": "application/json"}
-        self._timeout = timeout
-        # Passed on each request too, so that a session handed in gets the client's timeout.
-        self._client_timeout = aiohttp.ClientTimeout(total=timeout)
-        self._idle_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeout, sock_read=timeout
-        )
-        self._secrets = tuple(
-            value.split(" ", 1)[-1] for value in headers.values() if value.startswith("Bearer ")
-        )
+        #: Seconds per request.
+        self.timeout = timeout
+        self._auth = dict(headers)
+        # A pooled session sends the User-Agent itself; a session handed in does not.
+        own = {"User-Agent": USER_AGENT} if session is not None else {}
+        self._api_headers = CIMultiDict({**own, "Accept": "application/json", **headers})
+        self._json_headers: CIMultiDict[str] | None = None
+        self._stream_headers = CIMultiDict(own)
         self._session = session
-        self._owns_session = session is None
-
-    @property
-    def timeout(self) -> float:
-        """Seconds per request."""
-        return self._timeout
+        self._pool: Pool | None = None
+        self._slots: Slots | None = None
+        self._limit = max_connections
 
     def __repr__(self) -> str:
         return f"<Transport {self.base_url}>"
 
     @property
+    def _secrets(self) -> tuple[str, ...]:
+        return tuple(
+            value.split(" ", 1)[-1] for value in self._auth.values() if value.startswith("Bearer ")
+        )
+
+    @property
     def session(self) -> aiohttp.ClientSession:
+        """The session requests go through: the one handed in, or the origin's pool's."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._client_timeout, raise_for_status=False
-            )
+            pool = self._pool = Pool.acquire(origin_of(self.base_url), self._limit)
+            self._slots = pool.slots
+            self._session = pool.session
         return self._session
 
     @property
+    def pool(self) -> Pool | None:
+        """The shared pool this transport uses (``None`` with a session handed in)."""
+        return self._pool
+
+    @property
     def is_open(self) -> bool:
+        if self._pool is not None:
+            return True
         return self._session is not None and not self._session.closed
 
     async def aclose(self) -> None:
-        if self._owns_session and self._session is not None:
-            await self._session.close()
+        """Leave the pool (the last user closes it); a session handed in is left open."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            self._session = self._slots = None
+            await pool.release()
+
+    def abandon(self) -> None:
+        """Garbage-collected unclosed: leave the pool without awaiting."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.abandon()
 
     async def request(
         self,
@@ -152,19 +355,32 @@ class Transport:
     ) -> Response:
         """Send one request; the decoded success body, or raise the translated error."""
         url = self.base_url + path
-        started = time.monotonic()
-        with _translate(method, url, self._timeout, self._secrets):
-            async with self.session.request(
-                method,
-                url,
-                params=params,
-                data=None if json_body is None else json.dumps(json_body).encode(),
-                headers=self._headers if json_body is None else self._json_headers,
-                timeout=self._client_timeout,
-            ) as resp:
-                raw = await resp.read()
-                status, headers = resp.status, resp.headers
-        request_id = headers.get("X-Request-ID")
+        session = self._session or self.session
+        if json_body is None:
+            data, headers = None, self._api_headers
+        else:
+            data = json.dumps(json_body).encode()
+            headers = self._json_headers or self._with_json_type()
+        slots = self._slots
+        if slots is not None:
+            await slots.acquire()  # outside the timeout: queueing here sends nothing
+        try:
+            started = time.monotonic()
+            with _translate(method, url, self.timeout, self._auth):
+                async with session.request(
+                    method,
+                    url,
+                    params=params,
+                    data=data,
+                    headers=headers,
+                    timeout=_timeouts(self.timeout)[0],
+                ) as resp:
+                    raw = await resp.read()
+                    status, resp_headers = resp.status, resp.headers
+        finally:
+            if slots is not None:
+                slots.release()
+        request_id = resp_headers.get("X-Request-ID")
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %s in %.3fs (request id %s)",
@@ -175,43 +391,59 @@ class Transport:
                 request_id,
             )
         rate_limit = (
-            RateLimitInfo.from_headers(headers)
-            if "X-RateLimit-Remaining" in headers or status == 429
+            RateLimitInfo.from_headers(resp_headers)
+            if status == 429 or "X-RateLimit-Remaining" in resp_headers
             else None
         )
         body = _decode(raw)
         if status < 300 and body is not None and body.get("success") is not False:
             return Response(status, body, request_id, rate_limit)
-        raise self._error(status, body, raw, headers.get("Content-Type"), request_id, rate_limit)
+        raise self._error(
+            status, body, raw, resp_headers.get("Content-Type"), request_id, rate_limit
+        )
+
+    def _with_json_type(self) -> CIMultiDict[str]:
+        headers: CIMultiDict[str] = CIMultiDict(self._api_headers)
+        headers["Content-Type"] = "application/json"
+        self._json_headers = headers
+        return headers
 
     @contextlib.asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[tuple[str | None, AsyncIterator[bytes]]]:
         """GET ``url`` (no auth headers) and yield its content type and body chunks.
 
         Only aiohttp's own calls (opening, each chunk) are inside the seam, never the
-        caller's code between chunks.
+        caller's code between chunks. The download holds one of the pool's slots throughout.
         """
-        seam = _translate("GET", url, self._timeout, self._secrets)
-        with seam:
-            context = self.session.get(
-                url, headers={"User-Agent": USER_AGENT}, timeout=self._idle_timeout
-            )
-            resp = await context.__aenter__()
+        session = self._session or self.session
+        slots = self._slots
+        if slots is not None:
+            await slots.acquire()
         try:
-            if resp.status >= 300:
-                with seam:
-                    body = await resp.read()
-                raise self._error(
-                    resp.status,
-                    _decode(body),
-                    body,
-                    resp.content_type,
-                    resp.headers.get("X-Request-ID"),
-                    None,
+            seam = _translate("GET", url, self.timeout, self._auth)
+            with seam:
+                context = session.get(
+                    url, headers=self._stream_headers, timeout=_timeouts(self.timeout)[1]
                 )
-            yield resp.headers.get("Content-Type"), _chunks(resp, seam)
+                resp = await context.__aenter__()
+            try:
+                if resp.status >= 300:
+                    with seam:
+                        body = await resp.read()
+                    raise self._error(
+                        resp.status,
+                        _decode(body),
+                        body,
+                        resp.content_type,
+                        resp.headers.get("X-Request-ID"),
+                        None,
+                    )
+                yield resp.headers.get("Content-Type"), _chunks(resp, seam)
+            finally:
+                await context.__aexit__(None, None, None)
         finally:
-            await context.__aexit__(None, None, None)
+            if slots is not None:
+                slots.release()
 
     def _error(
         self,
@@ -223,13 +455,14 @@ class Transport:
         rate_limit: RateLimitInfo | None,
     ) -> APIError:
         """The error for an answer that is not a readable success; server text redacted."""
+        secrets = self._secrets
         if body is not None and isinstance(body.get("error"), str):
-            code: str | None = redact(body["error"], *self._secrets)
-            message = redact(str(body.get("message") or code), *self._secrets)
+            code: str | None = redact(body["error"], *secrets)
+            message = redact(str(body.get("message") or code), *secrets)
         else:
             code = None
             snippet = raw[:200].decode("utf-8", "replace").strip() or "<empty>"
-            snippet = redact(snippet, *self._secrets)
+            snippet = redact(snippet, *secrets)
             kind = content_type or "no content type"
             message = f"unexpected response (HTTP {status}, {kind}): {snippet}"
             if status < 300:
@@ -265,10 +498,10 @@ class _translate:
     version costs ten times as much on the way through.
     """
 
-    __slots__ = ("method", "secrets", "timeout", "url")
+    __slots__ = ("auth", "method", "timeout", "url")
 
-    def __init__(self, method: str, url: str, timeout: float, secrets: tuple[str, ...]) -> None:
-        self.method, self.url, self.timeout, self.secrets = method, url, timeout, secrets
+    def __init__(self, method: str, url: str, timeout: float, auth: Mapping[str, str]) -> None:
+        self.method, self.url, self.timeout, self.auth = method, url, timeout, auth
 
     def __enter__(self) -> None:
         return None
@@ -293,4 +526,5 @@ class _translate:
             ) from exc
 
     def _say(self, what: str) -> str:
-        return redact(f"{self.method} {self.url}: {what}", *self.secrets)
+        secrets = (v.split(" ", 1)[-1] for v in self.auth.values() if v.startswith("Bearer "))
+        return redact(f"{self.method} {self.url}: {what}", *secrets)
