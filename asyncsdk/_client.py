@@ -289,7 +289,8 @@ class AsyncClient:
             await self._transport.aclose()
 
     def _leave_gate(self) -> object:
-        gate, self._gate = self._gate, None
+        """Tell the gate backend this client is done with its gate (called once, on close)."""
+        gate = self._gate
         release = getattr(self._gate_backend, "release_account", None)
         if gate is None or release is None:
             return None
