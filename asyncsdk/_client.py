@@ -32,7 +32,7 @@ import warnings
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._config import (
@@ -60,6 +60,9 @@ from ._telemetry import make_telemetry
 from ._transport import Transport
 from ._wakeups import Wakeups
 from ._watch import Watcher
+
+if TYPE_CHECKING:
+    from .webhooks import WebhookEvent
 
 __all__ = ["AsyncClient"]
 
@@ -552,11 +555,18 @@ class AsyncClient:
         submission = await self.submit(model, prompt, **options)
         return await self.wait(submission.generation_id, timeout=timeout)
 
-    def notify(self, event: Mapping[str, Any] | Generation) -> None:
-        """Hand a verified webhook delivery (``generation.completed``/``.failed``) or a
-        record to the client: every ``watch()``/``wait()`` of that generation wakes at once,
-        and polling becomes a slow safety net while deliveries flow."""
-        self._wakeups.notify(event)
+    def notify(self, event: WebhookEvent | Mapping[str, Any] | Generation) -> bool:
+        """Hand a verified webhook delivery to the client: the event
+        :func:`asyncsdk.webhooks.verify` returns (``generation.completed``/``.failed``), the
+        event as parsed JSON, or an ended record. Every ``watch()``/``wait()`` of that
+        generation wakes at once with it, and polling becomes a slow safety net while
+        deliveries flow. ``False`` for a record that has not ended or another event type.
+
+        >>> event = asyncsdk.webhooks.verify(body, signature, secret)   # doctest: +SKIP
+        >>> client.notify(event)                                        # doctest: +SKIP
+        True
+        """
+        return self._wakeups.notify(event)
 
     # -- downloads -----------------------------------------------------------------------------
     async def download(

@@ -426,6 +426,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "default_model": services.settings.model,
             "webhooks": services.webhook_secret is not None,
             "active_streams": services.active_streams,
+            "webhooks_notified": sum(bool(e["notified"]) for e in services.webhook_events),
         }
 
     @app.post("/generations", status_code=202)
@@ -434,7 +435,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model = (body.model or "").strip() or services.settings.model
         options = _submit_options(body.options)
         try:
-            submission = await services.client.submit(model, body.prompt, **options)
+            # A visitor waits for this one: it goes before any batch work on the account.
+            submission = await services.client.submit(
+                model, body.prompt, priority="interactive", **options
+            )
         except (ValueError, TypeError) as exc:  # the SDK's own argument checks
             raise AppError(400, "VALIDATION_ERROR", str(exc)) from exc
         location = f"/generations/{submission.generation_id}"
@@ -488,6 +492,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise AppError(400, code, str(exc)) from exc
         if event.id is not None and any(e["id"] == event.id for e in services.webhook_events):
             return {"received": True, "duplicate": True}
+        # Every watch() of this generation (the pages' event streams) wakes at once.
+        notified = services.client.notify(event)
         services.webhook_events.appendleft(
             {
                 "id": event.id,
@@ -495,6 +501,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "created": event.created.isoformat() if event.created else None,
                 "received_at": datetime.now().astimezone().isoformat(),
                 "generation": to_json(event.generation),
+                "notified": notified,
             }
         )
         logger.info("webhook %s for %s", event.type, event.generation.generation_id)

@@ -44,6 +44,10 @@ async def test_the_emulator_delivers_signed_webhooks_to_the_app(live: Live) -> N
     assert event["type"] == "generation.completed" and event["id"].startswith("evt_")
     assert event["generation"]["status"] == "succeeded"
     assert event["generation"]["output_images"]
+    assert event["notified"] is True  # handed to the app's client: its watchers woke
+    async with httpx.AsyncClient(base_url=app.url) as http:
+        info = (await http.get("/info")).json()
+    assert info["webhooks_notified"] >= 1
 
 
 async def test_a_failed_generation_is_delivered_as_generation_failed(live: Live) -> None:
