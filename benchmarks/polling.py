@@ -284,7 +284,7 @@ PER_REPETITION = 1
 LANES = 5
 WARM_UPS = 2
 TARGET_DELAY = 0.25
-TARGET_RATE = 1.0
+TARGET_READS = 1.5
 MODEL = "google/nano-banana"
 SECRET = "whsec_benchmark"
 KINDS = ("asyncsdk", "asyncsdk + webhooks", "fixed 1 s poller")
@@ -517,10 +517,13 @@ async def emulator_table(quick: bool) -> Table:
             rate, delay = Spread.of(rates), Spread.of(delays)
             verdict = ""
             if name == KINDS[0]:
-                met = delay.median <= TARGET_DELAY and rate.median <= TARGET_RATE
+                # Dominates the fixed poller of the same run: fewer polls and less delay.
+                fewer = Spread.of(polls).median < Spread.of(base_polls).median
+                sooner = delay.median < Spread.of(base_delays).median
+                met = fewer and sooner and delay.median <= TARGET_DELAY
                 verdict = "met" if met else "MISSED"
             elif name == KINDS[1]:
-                met = Spread.of(polls).median <= 1.5 and delay.median <= TARGET_DELAY
+                met = Spread.of(polls).median <= TARGET_READS and delay.median <= TARGET_DELAY
                 verdict = "met" if met else "MISSED"
             table.add(
                 f"{duration:g} s",
@@ -543,9 +546,10 @@ async def emulator_table(quick: bool) -> Table:
         "side by side, each client on its own account of one emulator process. Ratios are per "
         "repetition, against the fixed 1 s poller.",
         f"Time compressed {1 / TIME_SCALE:g}x (poll_interval 1 s -> {TIME_SCALE:g} s); "
-        f"processing times drawn within +/-{JITTER:.0%} of nominal; targets: asyncsdk mean "
-        f"delay <= {TARGET_DELAY} s at <= {TARGET_RATE:g} poll/s; with webhooks <= 1.5 status "
-        f"reads per generation and a delay of about the delivery latency.",
+        f"processing times drawn within +/-{JITTER:.0%} of nominal; targets: asyncsdk fewer "
+        f"polls and less delay than the fixed 1 s poller, mean delay <= {TARGET_DELAY} s; with "
+        f"webhooks <= {TARGET_READS:g} status reads per generation and a mean delay <= "
+        f"{TARGET_DELAY} s (the delivery latency).",
         "Cold first generation (nothing learnt yet, excluded above): " + "; ".join(colds) + ".",
     ]
     return table
