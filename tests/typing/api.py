@@ -44,6 +44,23 @@ async def client_surface() -> None:
         assert_type(await client.download(done, "out"), list[Path])
         assert_type(await client.generate("google/nano-banana", "a kite"), Generation)
         assert_type(client.gate.statistics(), asyncsdk.GateStatistics)
+        # generate() spells out submit()'s parameters, priority lanes, reservations, keys.
+        assert_type(
+            await client.generate(
+                "google/nano-banana", "a kite", name="kite", output_number=2,
+                aspect_ratio="1:1", output_format="png", priority="batch", timeout=5.0,
+            ),
+            Generation,
+        )  # fmt: skip
+        async with client.reserve(priority=asyncsdk.Priority.INTERACTIVE) as reservation:
+            assert_type(reservation, asyncsdk.Reservation)
+            keyed = await client.submit(
+                "google/nano-banana", "a kite", reservation=reservation,
+                idempotency_key="order-1", recover_since=0.0,
+            )  # fmt: skip
+            assert_type(keyed.tag, str | None)
+        assert_type(await client.reconcile("sdk-0123456789ab", sent_at=0.0), Submission | None)
+        assert_type(client.notify({"type": "generation.completed", "data": {}}), bool)
 
 
 async def batch_surface(a: AsyncClient, b: AsyncClient) -> None:
@@ -61,3 +78,8 @@ def errors_surface(error: asyncsdk.APIError) -> None:
     assert_type(error.request_id, str | None)
     if isinstance(error, asyncsdk.RateLimitError):
         assert_type(error.reset_at, float | None)
+
+
+def unknown_surface(error: asyncsdk.SubmissionUnknownError) -> None:
+    assert_type(error.tag, str)
+    assert_type(error.sent_at, float)
