@@ -48,7 +48,7 @@ a mode moves to the mode's far edge when a gap follows.
 ``MAX_POLL_FACTOR * poll_interval`` (extra polls are spread evenly over a longer gap, in case
 the service changed). Past the plan (later than anything learnt), and for a model never seen
 (cold start), polls follow a capped geometric schedule: from ``FLOOR`` (late) or
-``COLD_START`` (cold) poll intervals, times ``BACKOFF``, up to one ``poll_interval``.
+``COLD_START`` (cold) poll intervals, times ``BACKOFF``, up to ``BACKOFF_CAP`` poll intervals.
 
 **Webhooks.** When the application hands webhook deliveries to the client (see
 :mod:`asyncsdk._wakeups`), a watcher is woken by the delivery and polling is only a safety net:
@@ -81,8 +81,8 @@ FLOOR: Final = 0.125
 COLD_START: Final = 0.25
 #: Growth of the pauses of the geometric schedule (cold start, late generation).
 BACKOFF: Final = 1.5
-#: Longest pause of the geometric schedule without a hint, in poll intervals.
-COLD_FACTOR: Final = 1.0
+#: Longest pause of the geometric schedule, in poll intervals.
+BACKOFF_CAP: Final = 1.0
 #: With webhooks flowing, the safety poll waits this long past the far end of the
 #: distribution for the delivery, in poll intervals.
 GRACE: Final = 1.0
@@ -423,43 +423,23 @@ class DurationModel:
         durations = self.durations(model_provider)
         return None if durations is None else durations.mean()
 
-    def spread(self, model_provider: str | None) -> float:
-        """Half the width of the window of likely ends (2.5% to 97.5%), 0 when unknown."""
-        durations = self.durations(model_provider)
-        if durations is None:
-            return 0.0
-        return (durations.quantile(0.975) - durations.quantile(0.025)) / 2
-
 
 class PollSchedule:
-    """The pauses between the polls of one generation (see the module docstring).
-
-    Give it the learnt ``durations`` (:meth:`DurationModel.schedule` does), or a window of
-    likely ends as ``expected +/- spread``, or neither (cold start). ``backoff_cap`` is the
-    longest pause of the cold schedule (default ``poll_interval * COLD_FACTOR``).
+    """The pauses between the polls of one generation created at ``started`` (on the
+    caller's clock), planned from ``durations`` (cold start without): see the module docstring.
+    :meth:`DurationModel.schedule` makes one with what was learnt.
     """
 
     def __init__(
-        self,
-        poll_interval: float,
-        *,
-        started: float,
-        expected: float | None = None,
-        spread: float = 0.0,
-        backoff_cap: float | None = None,
-        durations: Durations | None = None,
+        self, poll_interval: float, *, started: float, durations: Durations | None = None
     ) -> None:
         if not poll_interval > 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
-        if durations is None and expected is not None:
-            half = max(spread, expected * MIN_WIDTH, 1e-6)
-            durations = Durations.box(expected - half, expected + half)
         self.poll_interval = poll_interval
         self.started = started
         self.durations = durations
         self.floor = poll_interval * FLOOR
         self.cap = poll_interval * MAX_POLL_FACTOR
-        self.backoff_cap = backoff_cap if backoff_cap is not None else poll_interval * COLD_FACTOR
         self._times: collections.deque[float] | None = None
         self._backoff = poll_interval * (COLD_START if durations is None else FLOOR)
 
@@ -520,6 +500,5 @@ class PollSchedule:
         if times:
             return min(max(times.popleft() - now, self.floor), self.cap)
         delay = self._backoff
-        cap = self.backoff_cap if self.durations is None else self.poll_interval
-        self._backoff = min(self._backoff * BACKOFF, cap)
+        self._backoff = min(self._backoff * BACKOFF, self.poll_interval * BACKOFF_CAP)
         return delay
