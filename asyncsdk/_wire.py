@@ -11,9 +11,12 @@ instance (:data:`converter`) and never touches cattrs' global converter.
   read as UTC (the service sometimes omits the zone).
 - ``GenerationStatus`` accepts unknown strings (see the enum).
 - ``detailed_validation`` is off: structuring is on the hot path of every poll. For the same
-  reason the optional scalars (``str | None``, ``int | None``, ...) and tuples of strings get
-  one direct hook each: cattrs' generic ``Optional`` hook dispatches again on every field of
-  every record, which made up half the cost of a status poll's structuring.
+  reason each model is structured by one function generated for it (:func:`direct_structure_fn`)
+  that converts every field inline: the scalars (``str``, ``int``, ``float``, ``bool`` and their
+  optional forms, with the same conversions cattrs applies), datetimes, the status, tuples of
+  strings, nested models and tuples of them. A class with a field of any other type is
+  structured by cattrs' own generated function (``make_dict_structure_fn``) with direct hooks
+  for the optional scalars and tuples of strings, and the same rules.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from ._models import GenerationStatus
 
-__all__ = ["converter", "make_converter", "parse_datetime", "to_camel"]
+__all__ = ["converter", "direct_structure_fn", "make_converter", "parse_datetime", "to_camel"]
 
 T = TypeVar("T")
 
@@ -121,8 +124,103 @@ def _str_tuple(value: Any, _: Any) -> tuple[str, ...]:
     return tuple([item if type(item) is str else str(item) for item in value])
 
 
-def make_converter() -> cattrs.Converter:
-    """Build the converter described in the module docstring."""
+_STATUSES = GenerationStatus._value2member_map_
+
+
+def _status(value: Any) -> GenerationStatus:
+    return _STATUSES.get(value) or GenerationStatus(value)  # type: ignore[return-value]
+
+
+#: Inline conversions of a value ``v`` that is not ``None``, by field type.
+_INLINE: dict[Any, str] = {
+    str: "v if type(v) is str else str(v)",
+    str | None: "v if type(v) is str else str(v)",
+    int: "v if type(v) is int else int(v)",
+    int | None: "v if type(v) is int else int(v)",
+    float: "v if type(v) is float else float(v)",
+    float | None: "v if type(v) is float else float(v)",
+    bool | None: "v if type(v) is bool else bool(v)",
+    datetime: "_parse_datetime(v)",
+    datetime | None: "_parse_datetime(v)",
+    GenerationStatus: "_status(v)",
+    tuple[str, ...]: "tuple([i if type(i) is str else str(i) for i in v])",
+}
+
+
+def direct_structure_fn(
+    conv: cattrs.Converter, cls: type[Any], fallback: Callable[[Any, type[Any]], Any]
+) -> Callable[[Any, type[Any]], Any] | None:
+    """A function structuring a ``dict`` into ``cls`` by the rules of the module docstring,
+    every field converted inline and the class called once with every argument (anything
+    else goes to ``fallback``, cattrs' function); ``None`` when a field's type (or how it is
+    initialised) is not one it knows."""
+    namespace: dict[str, Any] = {
+        "_cls": cls,
+        "_fallback": fallback,
+        "_parse_datetime": parse_datetime,
+        "_status": _status,
+    }
+    lines = [
+        f"def structure_{cls.__name__}(d, t):",
+        "    if type(d) is not dict:",
+        "        return _fallback(d, t)",
+        "    g = d.get",
+    ]
+    arguments = []
+    for i, a in enumerate(attrs.fields(cls)):
+        if not a.init or a.kw_only or a.converter is not None or a.alias != a.name:
+            return None
+        key = to_camel(a.name)
+        inline = _INLINE.get(a.type)
+        if inline is None:
+            inline = _nested(conv, a.type, namespace, i)
+        if inline is None:
+            return None
+        default = a.default
+        if default is attrs.NOTHING:
+            lines.append(f"    v = d[{key!r}]")
+            optional = type(None) in getattr(a.type, "__args__", ())
+            lines.append(
+                f"    a{i} = None if v is None else ({inline})"
+                if optional
+                else f"    a{i} = {inline}"
+            )
+        else:
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                if default.takes_self:
+                    return None
+                namespace[f"_factory{i}"] = default.factory
+                absent = f"_factory{i}()"
+            elif default is None:
+                absent = "None"
+            else:
+                namespace[f"_default{i}"] = default
+                absent = f"_default{i}"
+            lines.append(f"    v = g({key!r})")
+            lines.append(f"    a{i} = {absent} if v is None else ({inline})")
+        arguments.append(f"a{i}")
+    lines.append(f"    return _cls({', '.join(arguments)})")
+    exec(compile("\n".join(lines), f"<asyncsdk structure {cls.__name__}>", "exec"), namespace)
+    fn: Callable[[Any, type[Any]], Any] = namespace[f"structure_{cls.__name__}"]
+    return fn
+
+
+def _nested(conv: cattrs.Converter, kind: Any, namespace: dict[str, Any], i: int) -> str | None:
+    """The inline conversion of a nested model, or of a tuple of them."""
+    if attrs.has(kind):
+        namespace[f"_hook{i}"], namespace[f"_type{i}"] = conv.get_structure_hook(kind), kind
+        return f"_hook{i}(v, _type{i})"
+    args: tuple[Any, ...] = getattr(kind, "__args__", ())
+    is_tuple = getattr(kind, "__origin__", None) is tuple and len(args) == 2
+    if is_tuple and args[1] is Ellipsis and attrs.has(args[0]):
+        namespace[f"_hook{i}"], namespace[f"_type{i}"] = conv.get_structure_hook(args[0]), args[0]
+        return f"tuple([_hook{i}(item, _type{i}) for item in v])"
+    return None
+
+
+def make_converter(*, direct: bool = True) -> cattrs.Converter:
+    """Build the converter described in the module docstring (``direct=False``: every
+    model by cattrs' generated functions, the reference the direct ones are tested against)."""
     conv = cattrs.Converter(detailed_validation=False, forbid_extra_keys=False)
 
     conv.register_structure_hook(datetime, lambda value, _: parse_datetime(value))
@@ -139,7 +237,9 @@ def make_converter() -> cattrs.Converter:
 
     def structure_factory(cls: type[Any]) -> Callable[[Any, type[Any]], Any]:
         renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
-        return _null_means_default(make_dict_structure_fn(cls, conv, **renames), cls)  # type: ignore[arg-type]
+        generic = _null_means_default(make_dict_structure_fn(cls, conv, **renames), cls)  # type: ignore[arg-type]
+        fn = direct_structure_fn(conv, cls, generic) if direct else None
+        return generic if fn is None else fn
 
     def unstructure_factory(cls: type[Any]) -> Callable[[Any], Any]:
         renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
