@@ -225,21 +225,27 @@ def _describe(client: aioredis.Redis) -> str:
 
 
 def _ms(seconds: float) -> int:
-    return math.ceil(seconds * 1000)
+    """Whole milliseconds, rounded up (float noise such as ``0.1 + 0.2`` is not a millisecond)."""
+    return math.ceil(round(seconds * 1000, 6))
 
 
 def limits_fingerprint(limits: Limits) -> str:
-    """What every process on an account must agree on, in whole milliseconds, so that equal
+    """What every process on an account must agree on, in whole microseconds, so that equal
     :class:`~asyncsdk.Limits` give equal text whatever their number types.
 
     >>> limits_fingerprint(Limits(window=60)) == limits_fingerprint(Limits(window=60.0))
     True
+    >>> limits_fingerprint(Limits(window=0.1 + 0.2)) == limits_fingerprint(Limits(window=0.3))
+    True
     """
+
+    def us(seconds: float) -> str:
+        return f"{round(seconds * 1_000_000)}us"
+
     return (
-        f"submissions={limits.submissions:g} window={round(limits.window * 1000)}ms "
-        f"concurrent={limits.concurrent:g} "
-        f"generation_timeout={round(limits.generation_timeout * 1000)}ms "
-        f"margin={round(limits.margin * 1000)}ms"
+        f"submissions={limits.submissions:g} window={us(limits.window)} "
+        f"concurrent={limits.concurrent:g} generation_timeout={us(limits.generation_timeout)} "
+        f"margin={us(limits.margin)}"
     )
 
 

@@ -151,9 +151,7 @@ async def test_a_dead_waiter_leaves_the_queue_when_its_heartbeat_stops(gates: Ma
     waiter = gates(lease_ttl=0.3).account("acct", limits)
     permit = await holder.acquire()
     # A process queues once (heartbeat 0.3 s) and is killed: it never comes back.
-    reply = await ghost._run(
-        "acquire", "ghost", "", 300, ghost._fingerprint, "", "", "interactive"
-    )
+    reply = await ghost._run("acquire", "ghost", "", 300, ghost._fingerprint, "", "", "interactive")
     assert reply.status == "slot"
     await permit.answered(None, None)  # the slot is free, but the ghost is ahead
     started = time.monotonic()
