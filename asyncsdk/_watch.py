@@ -80,6 +80,10 @@ class Watcher:
                         generation = await self._reader.generation(generation_id)
                         if on_read is not None:
                             on_read(generation)
+                    else:
+                        # Delivered, not read: what a read does with an ended record (free
+                        # its slot, learn its duration) is still to do.
+                        await self._reader.saw(generation)
                 except AsyncSDKError as exc:
                     if not is_retryable(exc):
                         raise
