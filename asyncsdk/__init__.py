@@ -56,6 +56,7 @@ from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
     from . import webhooks as webhooks
+    from ._batch import AccountCheck as AccountCheck
     from ._batch import AccountProgress as AccountProgress
     from ._batch import BatchProgress as BatchProgress
     from ._batch import BatchRunner as BatchRunner
@@ -69,6 +70,7 @@ if _typing.TYPE_CHECKING:
 #: Names imported on first use: `import asyncsdk` needs no optional extra (redis), and
 #: neither it nor `asyncsdk --help` imports aiohttp (the client and the batch runner load it).
 _LAZY = {
+    "AccountCheck": "._batch",
     "AccountProgress": "._batch",
     "AsyncClient": "._client",
     "BatchProgress": "._batch",
@@ -105,6 +107,7 @@ __all__ = [
     "APIError",
     "APIResponseValidationError",
     "APITimeoutError",
+    "AccountCheck",
     "AccountDetails",
     "AccountGate",
     "AccountInfo",
