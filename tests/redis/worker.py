@@ -4,8 +4,9 @@
 
 Config keys: ``redis`` (URL), ``namespace``, ``base_url``, ``tokens`` (the accounts),
 ``prompts`` (this worker's share of the jobs), ``limits`` (``Limits`` keyword arguments),
-``lease_ttl``, ``poll_interval``, ``parallel`` (tasks per account in ``generate`` mode) and
-``mode``:
+``lease_ttl``, ``poll_interval``, ``parallel`` (tasks per account in ``generate`` mode),
+``client_name`` (names the gate's Redis connections), ``shared_session`` (one aiohttp session
+for every client, as an application with many accounts would) and ``mode``:
 
 - ``generate``: ``client.generate()`` for each job, jobs spread over the accounts;
 - ``batch``: one ``BatchRunner`` over one client per account;
@@ -22,6 +23,7 @@ import json
 import sys
 from typing import Any
 
+import aiohttp
 import anyio
 
 from asyncsdk import AsyncClient, AsyncSDKError, Limits, RedisGate, RedisGateError
@@ -33,10 +35,18 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
     limits = Limits(**config["limits"])
     summary: dict[str, Any] = {"ok": 0, "failed": 0, "errors": []}
     async with contextlib.AsyncExitStack() as stack:
+        options = {"client_name": config["client_name"]} if "client_name" in config else {}
         gate = RedisGate.from_url(
-            config["redis"], namespace=config["namespace"], lease_ttl=config.get("lease_ttl")
+            config["redis"],
+            namespace=config["namespace"],
+            lease_ttl=config.get("lease_ttl"),
+            **options,
         )
         stack.push_async_callback(gate.aclose)
+        session = None
+        if config.get("shared_session"):
+            connector = aiohttp.TCPConnector(limit=100)
+            session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         clients = [
             await stack.enter_async_context(
                 AsyncClient(
@@ -45,6 +55,7 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
                     limits=limits,
                     gate=gate,
                     poll_interval=config.get("poll_interval", 0.02),
+                    session=session,
                 )
             )
             for token in config["tokens"]
