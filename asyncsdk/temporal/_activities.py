@@ -247,7 +247,9 @@ class BatchActivities:
                 try:
                     return await asyncio.shield(work)
                 except asyncio.CancelledError:
-                    if work.done() or not _finish_anyway(beat):
+                    if work.done() and not work.cancelled():
+                        return work.result()  # it ended meanwhile: report how
+                    if not _finish_anyway(beat):
                         raise
                     # The workflow was cancelled, but this job may be paid for: finish it.
                     activity.logger.info("job %s is paid for: finishing it", request.job.id)

@@ -34,6 +34,8 @@ __all__ = ["add_commands"]
 #: Jobs a batch carries in its workflow's argument; past this the file is read by path.
 INLINE_JOBS = 2000
 ENV_ADDRESS, ENV_REDIS = "TEMPORAL_ADDRESS", "REDIS_URL"
+#: Seconds to wait for a worker to answer about a cancelled batch.
+QUERY_PATIENCE = 10.0
 
 
 def add_commands(
@@ -354,8 +356,9 @@ async def _follow(
 ) -> int:
     """Follow the workflow with the live display; the summary; the exit code."""
     import anyio
-    from temporalio.client import WorkflowFailureError
+    from temporalio.client import WorkflowFailureError, WorkflowQueryFailedError
     from temporalio.exceptions import CancelledError
+    from temporalio.service import RPCError
 
     from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _console
     from ._worker import follow
@@ -375,11 +378,16 @@ async def _follow(
             outcome["error"] = exc.cause if isinstance(exc.cause, CancelledError) else exc
             if not isinstance(exc.cause, CancelledError):
                 return
-            try:  # cancelled: what its runs did is still there to ask
-                last.append(await handle.query(BatchWorkflow.progress))
-                outcome["results"] = await handle.query(BatchWorkflow.results)
-            except Exception:  # no worker to answer: the last progress seen stands
-                pass
+            # Cancelled: a worker still answers what its runs did (if none does within a
+            # few seconds, the last progress seen stands).
+            with anyio.move_on_after(QUERY_PATIENCE):
+                while True:
+                    try:
+                        last.append(await handle.query(BatchWorkflow.progress))
+                        outcome["results"] = await handle.query(BatchWorkflow.results)
+                        return
+                    except (RPCError, WorkflowQueryFailedError):
+                        await anyio.sleep(0.2)
 
     async with anyio.create_task_group() as tg:
 
@@ -391,14 +399,19 @@ async def _follow(
                     return
 
         async def body() -> None:
-            if console is not None:
-                await _live(console, last, run, started)
-            else:
-                await run()
+            try:
+                if console is not None:
+                    await _live(console, last, run, started)
+                else:
+                    await run()
+            except Exception as exc:  # raised below as itself, not in an ExceptionGroup
+                outcome["failure"] = exc
             tg.cancel_scope.cancel()
 
         tg.start_soon(interrupted)
         tg.start_soon(body)
+    if "failure" in outcome:
+        raise outcome["failure"]
     if outcome.get("interrupted"):
         print(
             f"\nasyncsdk: the batch {workflow_id} goes on in Temporal: 'asyncsdk temporal"

@@ -191,11 +191,17 @@ async def follow(
                     on_progress(progress)
             await anyio.sleep(interval)
 
+    failure: Exception | None = None
     async with anyio.create_task_group() as tg:
         if on_progress is not None:
             tg.start_soon(watch)
-        result: BatchResult = await handle.result()
+        try:
+            result: BatchResult = await handle.result()
+        except Exception as exc:  # raised below as itself, not in an ExceptionGroup
+            failure = exc
         tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     if on_progress is not None:
         on_progress(result.progress)
     return result

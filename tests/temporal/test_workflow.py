@@ -139,9 +139,12 @@ async def test_cancelling_finishes_the_jobs_already_sent_and_starts_no_new_one(
     temporal: Client, task_queue: str
 ) -> None:
     jobs = [asyncsdk.Job(MODEL, f"a grey owl, picture {i}", id=f"owl-{i}") for i in range(10)]
-    slow = {**SERVICE, "processing_time": 0.4}
+    # Generations long enough that a job waiting for the account is still waiting when the
+    # cancellation reaches it (with its next heartbeat, within a second).
+    slow = {**SERVICE, "processing_time": 1.5, "generation_timeout": 4.0}
+    limits = asyncsdk.Limits(window=0.5, generation_timeout=4.0, settle_time=0.2)
     options = BatchOptions(heartbeat_timeout=1.0, max_in_flight=3)
-    async with Emulator(accounts=1, **slow) as emu, running(temporal, emu, task_queue):
+    async with Emulator(accounts=1, **slow) as emu, running(temporal, emu, task_queue, limits):
         token = emu.tokens[0]
         handle = await start_batch(temporal, jobs, options=options, task_queue=task_queue)
         with anyio.fail_after(30):
