@@ -50,7 +50,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
-import attrs
 from multidict import CIMultiDict
 
 from ._config import DEFAULT_MAX_CONNECTIONS
@@ -79,14 +78,25 @@ T = TypeVar("T")
 _DATA: Any = object()
 
 
-@attrs.frozen
 class Response:
     """A decoded successful response: the body's ``data`` (and top-level extras)."""
 
-    status: int
-    body: dict[str, Any]
-    request_id: str | None
-    rate_limit: RateLimitInfo | None
+    __slots__ = ("body", "rate_limit", "request_id", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: dict[str, Any],
+        request_id: str | None,
+        rate_limit: RateLimitInfo | None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.request_id = request_id
+        self.rate_limit = rate_limit
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} request id {self.request_id}>"
 
     @property
     def data(self) -> Any:
@@ -98,8 +108,8 @@ class Response:
         if data is _DATA:
             data = self.body.get("data")
         try:
-            if isinstance(data, dict):
-                data = {**data, "requestId": self.request_id}
+            if type(data) is dict:
+                data["requestId"] = self.request_id  # this answer's own decoded body
             return structure(data, cls)
         except Exception as exc:
             raise APIResponseValidationError(
@@ -130,9 +140,15 @@ class Slots:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def acquire(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits (no await)."""
         if self._free > 0 and not self._waiters:
             self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -362,7 +378,7 @@ class Transport:
             data = json.dumps(json_body).encode()
             headers = self._json_headers or self._with_json_type()
         slots = self._slots
-        if slots is not None:
+        if slots is not None and not slots.try_acquire():
             await slots.acquire()  # outside the timeout: queueing here sends nothing
         try:
             started = time.monotonic()

@@ -253,6 +253,14 @@ def make_converter(*, direct: bool = True) -> cattrs.Converter:
 converter: cattrs.Converter = make_converter()
 
 
+_hooks: dict[type[Any], Callable[[Any, type[Any]], Any]] = {}
+
+
 def structure(data: Any, cls: type[T]) -> T:
-    """Structure ``data`` as ``cls`` with :data:`converter`."""
-    return converter.structure(data, cls)
+    """Structure ``data`` as ``cls`` with :data:`converter` (its hook for ``cls`` looked up
+    once)."""
+    hook = _hooks.get(cls)
+    if hook is None:
+        hook = _hooks[cls] = converter.get_structure_hook(cls)
+    result: T = hook(data, cls)
+    return result
