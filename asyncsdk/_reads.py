@@ -116,8 +116,7 @@ class Reader:
         params = {"limit": limit, "offset": offset}
         response = await (self.read if retry else self.read_once)("/data/list/image", params)
         page = response.parse(GenerationPage)
-        for generation in page.generations:
-            await self.saw(generation)
+        await self.saw(*page.generations)  # one gate call for the page
         return page
 
     async def generation(self, generation_id: str, *, retry: bool = True) -> Generation:
@@ -132,8 +131,10 @@ class Reader:
         await self.saw(generation)
         return generation
 
-    async def saw(self, generation: Generation) -> None:
-        """Every record read passes here: an ended generation frees its slot."""
-        if generation.status.is_terminal:
+    async def saw(self, *generations: Generation) -> None:
+        """Every record read passes here: ended generations free their slots (one call)."""
+        ended = [g for g in generations if g.status.is_terminal]
+        for generation in ended:
             self.durations.observe(generation, account=self._account)
-            await self._gate().release(generation.generation_id)
+        if ended:
+            await self._gate().release_many(g.generation_id for g in ended)
