@@ -4,8 +4,9 @@ Each ``python`` block runs as a script in its own process with ``BABYSEA_BASE_UR
 ``BABYSEA_API_KEY`` pointing at a fresh emulator; each ``bash`` block made only of
 ``asyncsdk`` / ``printf`` commands runs in a shell the same way; a ``python`` block that is a
 test file (it defines ``test_`` functions) runs under ``pytest`` in its own directory, with the
-plugins installed (``asyncsdk.testing`` among them) and warnings as errors. The "Scaling out"
-and "Web apps" sections are run by their own tests (tests/redis, tests/examples/web).
+plugins installed (``asyncsdk.testing`` among them) and warnings as errors. The "Scaling out",
+"Web apps" and "Durable batches across machines" sections are run by their own tests
+(tests/redis, tests/examples/web, tests/temporal).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from asyncsdk.emulator import Emulator
 pytestmark = pytest.mark.anyio
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.M | re.S)
-ELSEWHERE = re.compile(r"^## (Scaling out|Web apps)", re.M)
+ELSEWHERE = re.compile(r"^## (Scaling out|Web apps|Durable batches across machines)", re.M)
 TEST_FILE = re.compile(r"^(?:async )?def test_", re.M)
 PYTEST_INI = "[pytest]\nfilterwarnings = error\nasyncio_default_fixture_loop_scope = function\n"
 
