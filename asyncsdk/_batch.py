@@ -92,7 +92,7 @@ from ._errors import (
 from ._journal import Journal, JournalEntry, difference
 from ._limits import Priority
 from ._models import Generation
-from ._submission import Reservation
+from ._submission import NotSentInTime, Reservation
 from ._wire import converter
 
 __all__ = [
@@ -1202,21 +1202,18 @@ class BatchRunner:
             request = await client._request(job.model, job.prompt, **_job_options(job))
             if job.start_by is not None and time.time() >= job.start_by:
                 await reservation.close()  # never sent late: nothing is paid
-                if self._budget is not None:
-                    self._budget.ended(job.id, None)
-                account.state = "idle"
-                error = JobExpiredError(job.id, job.start_by)
-                if journal is not None:
-                    await journal.pending(job.id, str(error), request=job.request)
-                return JobResult(job, error=error, account=account.label)
+                return await self._expired(account, job)
             if journal is not None:
                 await journal.submitting(
                     job.id, account=account.key, tag=request.tag, prompt=job.prompt,
                     request=job.request,
                 )  # fmt: skip
             submission = await client._submissions.submit(
-                request, reservation=reservation, raise_rate_limited=True
-            )
+                request, reservation=reservation, raise_rate_limited=True,
+                not_after=job.start_by,
+            )  # fmt: skip
+        except NotSentInTime:  # no try of it went out after the deadline
+            return await self._expired(account, job)
         except SubmissionUnknownError as exc:
             # The row stays "submitting": a rerun looks for the tag again, never resends.
             if self._budget is not None:
@@ -1242,6 +1239,17 @@ class BatchRunner:
         if journal is not None:
             await journal.submitted(job.id, submission.generation_id)
         return await self._finish(account, job, submission.generation_id, started)
+
+    async def _expired(self, account: _Account, job: Job) -> JobResult:
+        """The job could not be sent by its ``start_by``: nothing was paid."""
+        assert job.start_by is not None
+        if self._budget is not None:
+            self._budget.ended(job.id, None)
+        account.state = "idle"
+        error = JobExpiredError(job.id, job.start_by)
+        if self._journal is not None:
+            await self._journal.pending(job.id, str(error), request=job.request)
+        return JobResult(job, error=error, account=account.label)
 
     def _not_sent(self, account: _Account, job: Job, exc: Exception) -> bool:
         """Whether ``exc`` (from a submission that created nothing) sends the job back to the

@@ -51,6 +51,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -80,6 +81,7 @@ from ._transport import Transport
 
 __all__ = [
     "Lister",
+    "NotSentInTime",
     "Outcome",
     "Request",
     "Reservation",
@@ -97,6 +99,11 @@ _PAGE: Final = 50
 _WINDOW_FULL: Final = RateLimitInfo(limit=None, remaining=0, reset_at=None, retry_after=None)
 _TAG_DIGITS: Final = 12
 _MAX_NAME_PREFIX: Final = 30 - 1 - _TAG_DIGITS
+
+
+class NotSentInTime(AsyncSDKError):
+    """A submission with a send-by deadline (``not_after``) could not be sent in time; it
+    was not sent (nothing was paid). The batch runner reports it as an expired job."""
 
 
 class Outcome(enum.Enum):
@@ -172,9 +179,12 @@ class Reservation:
     keeps the slot as an orphan that the gate's probe resolves by the request's tag.
     """
 
-    def __init__(self, submitter: Submitter, priority: Priority) -> None:
+    def __init__(
+        self, submitter: Submitter, priority: Priority, not_after: float | None = None
+    ) -> None:
         self._submitter = submitter
         self._priority = priority
+        self._not_after = not_after
         self._permit: Permit | None = None
         self._phase = _Phase.IDLE
         self.tag: str | None = None
@@ -196,10 +206,13 @@ class Reservation:
         kind: Literal["slot", "window"] = (
             "slot" if stats.in_progress >= submitter.limits.concurrent else "window"
         )
-        with submitter.telemetry.gate_wait(kind):
+        wait = math.inf if self._not_after is None else self._not_after - time.time()
+        with submitter.telemetry.gate_wait(kind), anyio.move_on_after(max(wait, 0.0)):
             self._permit = await submitter.gate.acquire(
                 probe=submitter.probe, priority=self._priority
             )
+        if self._permit is None:
+            raise NotSentInTime("the gate did not admit it before its send-by deadline")
         self._phase = _Phase.RESERVED
         return self
 
@@ -222,9 +235,11 @@ class Reservation:
             logger.info("submission %s: outcome unknown, its slot waits for the probe", self.tag)
 
     # -- the transitions (only the Submitter makes them) -------------------------------------
-    def _sending(self, tag: str) -> float:
+    def _sending(self, tag: str, not_after: float | None = None) -> float:
         if self._phase is not _Phase.RESERVED:
             raise RuntimeError(f"this reservation is {self._phase.value}, not open")
+        if not_after is not None and time.time() >= not_after:
+            raise NotSentInTime(f"submission {tag} was not sent: its send-by deadline passed")
         self.tag, self.sent_at = tag, time.time()
         self._phase = _Phase.SENT
         return self.sent_at
@@ -266,9 +281,11 @@ class Submitter:
     backoff: tuple[float, float]
     telemetry: Telemetry = attrs.field(factory=Telemetry)
 
-    def reserve(self, priority: Priority = Priority.INTERACTIVE) -> Reservation:
-        """A reservation to enter with ``async with``."""
-        return Reservation(self, Priority(priority))
+    def reserve(
+        self, priority: Priority = Priority.INTERACTIVE, not_after: float | None = None
+    ) -> Reservation:
+        """A reservation to enter with ``async with`` (given up at ``not_after``)."""
+        return Reservation(self, Priority(priority), not_after)
 
     # -- submit --------------------------------------------------------------------------------
     async def submit(
@@ -279,6 +296,7 @@ class Submitter:
         recover_since: float | None = None,
         priority: Priority = Priority.INTERACTIVE,
         raise_rate_limited: bool = False,
+        not_after: float | None = None,
     ) -> Submission:
         """Send ``request`` until it created a generation (once), or raise.
 
@@ -288,6 +306,8 @@ class Submitter:
         :param raise_rate_limited: raise a ``RATE_LIMIT_ERROR`` (nothing was created)
             instead of waiting for the window in the gate, e.g. to hand the job to another
             account.
+        :param not_after: Unix time after which no try is sent (:class:`NotSentInTime`;
+            a try sent before it is followed to its outcome as usual).
         """
         if reservation is not None and not reservation.open:
             raise RuntimeError("submit() needs an open reservation (inside its async with)")
@@ -300,13 +320,13 @@ class Submitter:
         next(waits)
         attempt = 0
         while True:
-            current = reservation or self.reserve(priority)
+            current = reservation or self.reserve(priority, not_after)
             if reservation is None:
                 async with current:
-                    result = await self._attempt(current, request)
+                    result = await self._attempt(current, request, not_after)
             else:
                 reservation = None
-                result = await self._attempt(current, request)
+                result = await self._attempt(current, request, not_after)
             if isinstance(result, Submission):
                 return result
             attempt += 1
@@ -324,10 +344,10 @@ class Submitter:
             )
 
     async def _attempt(
-        self, reservation: Reservation, request: Request
+        self, reservation: Reservation, request: Request, not_after: float | None = None
     ) -> Submission | AsyncSDKError:
         """One send through ``reservation``; the submission, or why nothing was created."""
-        sent_at = reservation._sending(request.tag)
+        sent_at = reservation._sending(request.tag, not_after)
         try:
             response = await self.transport.request("POST", request.path, json_body=request.body)
             submission = response.parse(Submission)

@@ -466,6 +466,20 @@ async def test_a_job_that_cannot_start_by_its_deadline_expires_unpaid() -> None:
     assert sum(emu.stats.created.values()) == 1 and names[0].startswith("first")
 
 
+async def test_no_retry_of_a_job_goes_out_after_its_deadline() -> None:
+    # Every try fails with a 5xx that promises nothing was created, so the protocol retries;
+    # the deadline stops the retries (not the exhausted retries, ~2.5 s): never sent late.
+    async with quick(accounts=1) as emu, client_for(emu, max_retries=50, backoff_max=0.05) as c:
+        emu.faults.fail_submissions(1000)
+        started = time.time()
+        job = Job(MODEL, "a kite that keeps failing", id="late-retry", start_by=started + 0.4)
+        (result,) = await run_all(BatchRunner([c]), [job])
+        tries = emu.stats.faults["fail_submissions"]  # each try met the scripted 5xx
+    assert result.status == "expired" and isinstance(result.error, asyncsdk.JobExpiredError)
+    assert result.finished_at - started < 0.8
+    assert 2 <= tries < 50 and sum(emu.stats.created.values()) == 0
+
+
 async def test_a_sync_source_is_read_off_the_event_loop() -> None:
     on_loop: list[bool] = []
 
