@@ -311,6 +311,8 @@ class Submitter:
         """
         if reservation is not None and not reservation.open:
             raise RuntimeError("submit() needs an open reservation (inside its async with)")
+        if reservation is not None and reservation._submitter.gate is not self.gate:
+            raise ValueError("this reservation belongs to another account's gate")
         if recover_since is not None:
             found = await self._recover(request, recover_since, reservation, priority)
             if found is not None:
@@ -443,10 +445,7 @@ class Submitter:
         """A generation runs that no hold knows: keep the slot for it and find it now."""
         if _has_hint(exc.rate_limit):
             self.gate.note_rate_limit(exc.rate_limit, submission=True)  # type: ignore[arg-type]
-        reservation._phase = _Phase.SETTLED
-        with anyio.CancelScope(shield=True):
-            assert reservation._permit is not None
-            await reservation._permit.orphan(None, time.time())
+        await reservation._settle(_Phase.SETTLED, "orphan", None, time.time())
         with anyio.move_on_after(self.transport_timeout):
             await self.probe([h for h in self.gate.holders() if h.orphan and h.tag is None])
 
