@@ -5,7 +5,8 @@ its own), one after the other, with the emulator in yet another process. Options
 
 - ``--quick``: each benchmark for about a second (what ``tests/test_benchmarks_smoke.py``
   runs): a smoke run, not a measurement;
-- ``--only NAME``: run only these (``overhead``, ``scheduler``, ``polling``, ``scale``);
+- ``--only NAME``: run only these (``overhead``, ``scheduler``, ``polling``, ``scale``,
+  ``temporal``);
 - ``--record FILE``: also write the machine's facts and the tables into FILE, between the
   ``<!-- results: start -->`` and ``<!-- results: end -->`` markers (the notes around them in
   ``benchmarks/RESULTS.md`` are kept).
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from ._common import ROOT, machine_facts
 
-BENCHMARKS = ("overhead", "scheduler", "polling", "scale")
+BENCHMARKS = ("overhead", "scheduler", "polling", "scale", "temporal")
 START, END = "<!-- results: start -->", "<!-- results: end -->"
 
 
