@@ -33,6 +33,12 @@ from ._errors import NotFoundError as NotFoundError
 from ._errors import RateLimitError as RateLimitError
 from ._errors import ServerError as ServerError
 from ._errors import SubmissionUnknownError as SubmissionUnknownError
+from ._jobs import AccountCheck as AccountCheck
+from ._jobs import AccountProgress as AccountProgress
+from ._jobs import BatchProgress as BatchProgress
+from ._jobs import Job as Job
+from ._jobs import JobResult as JobResult
+from ._jobs import JobStatus as JobStatus
 from ._journal import Journal as Journal
 from ._limits import AccountGate as AccountGate
 from ._limits import Gate as Gate
@@ -56,12 +62,7 @@ from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
     from . import webhooks as webhooks
-    from ._batch import AccountCheck as AccountCheck
-    from ._batch import AccountProgress as AccountProgress
-    from ._batch import BatchProgress as BatchProgress
     from ._batch import BatchRunner as BatchRunner
-    from ._batch import Job as Job
-    from ._batch import JobResult as JobResult
     from ._client import AsyncClient as AsyncClient
     from ._redis import RedisGate as RedisGate
     from ._redis import RedisGateError as RedisGateError
@@ -70,13 +71,8 @@ if _typing.TYPE_CHECKING:
 #: Names imported on first use: `import asyncsdk` needs no optional extra (redis), and
 #: neither it nor `asyncsdk --help` imports aiohttp (the client and the batch runner load it).
 _LAZY = {
-    "AccountCheck": "._batch",
-    "AccountProgress": "._batch",
     "AsyncClient": "._client",
-    "BatchProgress": "._batch",
     "BatchRunner": "._batch",
-    "Job": "._batch",
-    "JobResult": "._batch",
     "RedisGate": "._redis",
     "RedisGateError": "._redis",
     "Reservation": "._submission",
@@ -137,6 +133,7 @@ __all__ = [
     "Job",
     "JobExpiredError",
     "JobResult",
+    "JobStatus",
     "Journal",
     "Limits",
     "LocalGate",

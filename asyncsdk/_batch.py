@@ -1,10 +1,15 @@
-"""Batch jobs across many accounts: ``Job``, ``JobResult`` and ``BatchRunner``.
+"""``BatchRunner``: many jobs across many accounts, as fast as their limits allow.
+
+Where the pieces live: the jobs, results and error policy in :mod:`asyncsdk._jobs`, the job
+queue in :mod:`asyncsdk._queue`, the prices and the credit cap in :mod:`asyncsdk._budget`, the
+journal in :mod:`asyncsdk._journal`. This module runs the accounts' workers and resumes from
+the journal.
 
 Scheduling is pull-based, so that a job goes to whichever account can start it soonest::
 
-    account A worker: gate.acquire() ──► next job ──► submit ─► wait ─► download ─► result
-    account B worker: gate.acquire() ──► next job ──► ...            (one worker per slot)
-                            ▲
+    account A worker: gate.reserve() ──► queue.take() ──► submit ─► wait ─► download ─► result
+    account B worker: gate.reserve() ──► queue.take() ──► ...        (one worker per slot)
+                                              ▲
           jobs (list, iterable or async iterable; read lazily, one at a time)
           + jobs handed back (an account taken out, a 429, a budget wait)
 
@@ -13,33 +18,31 @@ window) and only then takes the next job, so no job waits behind a busy account 
 is free, and every account stays busy while work remains. A job that was not sent goes back to
 the queue for whichever account can start it first: after a 429 (another process filled the
 account's window), or when its account is taken out. An account is taken out for account
-reasons (authentication, credits, account gone, or a service it cannot even connect to, three
-times running); a job's own failure (content policy, validation, a failed generation) is
+reasons (:func:`~asyncsdk._jobs.is_account_failure`, or a service it cannot even connect to,
+three times running); a job's own failure (content policy, validation, a failed generation) is
 reported in its :class:`JobResult` and the batch goes on. When every account is out, the run
-stops with one :class:`~asyncsdk.AsyncSDKError` saying why.
+stops with one :class:`~asyncsdk.AsyncSDKError` saying why. An account's state moves through
+:class:`AccountState` (and, while it watches a generation, that generation's status).
 
 Before anything is paid, ``run()`` refuses a batch that cannot go well: a download directory
 that cannot be written, two jobs of a list with the same id, a job changed under an id the
 journal already knows. (A lazy source is checked as it is read: such a job is reported as a
-failed result carrying a ``ValueError``, and never submitted.)
+failed result carrying a ``ValueError``, and never submitted.) With ``max_credits``, every
+job passes the budget first (:mod:`asyncsdk._budget`); a job with ``start_by`` that no account
+could start in time ends as ``expired`` (:class:`~asyncsdk.JobExpiredError`), never sent late.
 
-Money: with ``max_credits`` no job is submitted whose estimated cost, added to the credits
-spent in this run and those reserved by generations in flight, would exceed the cap. A model's
-price is learnt from the accounts' history, the journal and every submission's answer
-(``creditCost``); a job of a model whose price is still unknown runs alone, with all that is
-left of the budget reserved for it, until its answer states the price. When the next job does
-not fit, the run stops cleanly: generations in flight finish, the rest stay ``pending``, and
-``BatchRunner.stopped`` says why. Deadlines: a job with ``start_by`` that no account could start
-in time ends as ``expired`` (:class:`~asyncsdk.JobExpiredError`) and is never sent late.
-
-With a journal (:mod:`asyncsdk._journal`), a rerun of the same jobs never pays twice: finished
-jobs are reported from the journal, submitted ones are watched to their end, submissions cut
-off before their answer was recorded are found by their tag, images paid for but not saved are
-downloaded again, and only the rest is submitted.
+With a journal, a rerun of the same jobs never pays twice. Before any new submission the rows
+an earlier run left in flight are settled (``submitting`` rows are looked up by their tag:
+adopted, or back to ``pending``); then, as each job is read, the journal decides
+(``must_submit``): finished jobs are reported from it, submitted ones are watched to their
+end, images paid for but not saved are downloaded again, and only the rest is submitted.
 
 ``run()`` yields results as they complete. The workers live in a task group inside a separate
 task, never around the generator's ``yield``; leaving the loop early (``break``, an exception,
-``aclose()``) cancels them, and every journal row stays in a state a rerun can resume from.
+``aclose()``, a cancellation) cancels them and waits for them to wind down, and every journal
+row stays in a state a rerun can resume from. A cancellation of the consumer is never
+swallowed: it is raised once the workers are down. The runner closes a journal it opened from
+a path, never one it was handed.
 """
 
 from __future__ import annotations
@@ -49,65 +52,56 @@ import collections
 import contextlib
 import enum
 import errno
-import hashlib
-import json
 import logging
-import math
 import os
 import tempfile
 import time
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Mapping,
-)
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 import anyio
 import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ._budget import Budget, Prices, Verdict
 from ._client import AsyncClient
 from ._errors import (
-    NOTHING_CREATED_CODES,
     APIConnectionError,
-    APIError,
     AsyncSDKError,
-    AuthenticationError,
     GenerationFailedError,
-    GenerationTimeoutError,
     InsufficientCreditsError,
     JobExpiredError,
-    NotFoundError,
     RateLimitError,
     SubmissionUnknownError,
 )
-from ._journal import Journal, JournalEntry, difference
+from ._jobs import (
+    AccountCheck,
+    AccountProgress,
+    BatchProgress,
+    EarlierFailure,
+    Job,
+    JobResult,
+    JobStatus,
+    created_nothing,
+    is_account_failure,
+    is_final,
+    is_retryable,
+    submit_options,
+)
+from ._journal import Journal, JournalEntry, JournalState, difference
 from ._limits import Priority
-from ._models import Generation
+from ._models import Generation, GenerationStatus
+from ._queue import JobQueue, MustSubmit
 from ._submission import NotSentInTime, Reservation
 from ._wire import converter
 
-__all__ = [
-    "AccountCheck",
-    "AccountProgress",
-    "BatchProgress",
-    "BatchRunner",
-    "Job",
-    "JobResult",
-]
+__all__ = ["AccountState", "BatchRunner", "check_directory"]
 
 logger = logging.getLogger("asyncsdk")
 
-_Route = Callable[["Job", bool], Awaitable[bool]]
-_Send = MemoryObjectSendStream["JobResult"]
+_Send = MemoryObjectSendStream[JobResult]
 
 #: Connection attempts that could not even open, in a row, after which an account is out.
 _UNREACHABLE_AFTER: Final = 3
@@ -117,275 +111,32 @@ _BOUNCES_PER_ACCOUNT: Final = 3
 _CHECK_CONCURRENCY: Final = 8
 
 
-def _stable(value: object) -> object:
-    """JSON-able stand-in for a job parameter, for the content hash and the journal."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "sha256:" + hashlib.sha256(bytes(value)).hexdigest()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return repr(value)
+class AccountState(str, enum.Enum):
+    """What one account of the batch is doing (shown as :attr:`AccountProgress.state`).
 
+    ::
 
-@attrs.frozen(init=False)
-class Job:
-    """One generation to run: the arguments of :meth:`AsyncClient.submit`, and an id.
-
-    >>> Job("google/nano-banana", "a red kite", aspect_ratio="16:9").id
-    'job-289fb88ec70fd209b8d9'
-
-    ``id`` defaults to a stable hash of the content, so the same job read again (from the same
-    file, on a rerun) has the same id; give explicit ids when two jobs are meant to repeat.
-    ``start_by`` (Unix time) is the latest moment the job may be sent: a job no account could
-    start by then ends ``expired`` and is never paid for late.
+        idle ──► waiting ──► submitting ──► <the generation's status> ──► idle ──► ...
+                    │  └──► waiting (budget) ──► waiting
+                    └──► done (no job left)           out (taken out, from any state)
     """
 
-    model: str
-    prompt: str
-    id: str
-    params: Mapping[str, Any] = attrs.field(eq=False)
-    start_by: float | None = attrs.field(default=None, eq=False)
+    IDLE = "idle"
+    WAITING = "waiting"
+    WAITING_FOR_BUDGET = "waiting (budget)"
+    SUBMITTING = "submitting"
+    OUT = "out"
+    DONE = "done"
 
-    def __init__(
-        self,
-        model: str,
-        prompt: str,
-        *,
-        id: str | None = None,
-        start_by: float | None = None,
-        **params: Any,
-    ) -> None:
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"Job.model must be a non-empty string, got {model!r}")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"Job.prompt must be a non-empty string, got {prompt!r}")
-        if id is None:
-            content = json.dumps([model, prompt, params], sort_keys=True, default=_stable)
-            id = "job-" + hashlib.sha256(content.encode()).hexdigest()[:20]
-        elif not isinstance(id, str) or not id:
-            raise ValueError(f"Job.id must be a non-empty string, got {id!r}")
-        if start_by is not None and not isinstance(start_by, (int, float)):
-            raise TypeError(f"Job.start_by must be a Unix time in seconds, got {start_by!r}")
-        self.__attrs_init__(
-            model,
-            prompt,
-            id,
-            MappingProxyType(dict(params)),
-            None if start_by is None else float(start_by),
-        )
-
-    @property
-    def tag(self) -> str:
-        """The ``name`` the job's generation carries, by which a lost submission is found.
-
-        The job's own ``name`` if it has one, else its id when that fits the service's 3-30
-        characters, else a hash of the id.
-        """
-        given = self.params.get("name")
-        if given:
-            return str(given)
-        if 3 <= len(self.id) <= 30:
-            return self.id
-        return "job-" + hashlib.sha256(self.id.encode()).hexdigest()[:20]
-
-    @property
-    def request(self) -> str:
-        """What the job asks for, as canonical JSON (the journal keeps it to refuse a job
-        changed under a known id). The id and ``start_by`` are not part of it."""
-        return json.dumps(
-            {"model": self.model, "prompt": self.prompt, "params": dict(self.params)},
-            sort_keys=True,
-            default=_stable,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
-
-    @property
-    def output_number(self) -> int:
-        """How many images the job asks for (1 unless ``output_number`` says otherwise)."""
-        number = self.params.get("output_number")
-        return number if isinstance(number, int) and number > 0 else 1
-
-
-class _Status(str, enum.Enum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    EXPIRED = "expired"
-    DOWNLOAD_FAILED = "download_failed"
-
-
-def _is_account_failure(exc: BaseException) -> bool:
-    """Errors that say the account, not the job, is unusable."""
-    if isinstance(exc, (AuthenticationError, InsufficientCreditsError)):
-        return True
-    return isinstance(exc, NotFoundError) and exc.code == "ACCOUNT_NOT_FOUND"
-
-
-def _is_final(exc: BaseException) -> bool:
-    """Errors that are final for the job in this run: it is recorded ``failed`` (not sent
-    back to ``pending``); see :func:`_is_retryable` for whether a later run may help."""
-    if _is_account_failure(exc):
-        return False
-    if isinstance(exc, (GenerationFailedError, ValueError, TypeError, OSError)):
-        return True
-    if isinstance(exc, APIError):
-        if exc.status is None:  # refused before sending (e.g. an image over the limit)
-            return exc.code != "RATE_LIMIT_ERROR"
-        return 400 <= exc.status < 500 and exc.status != 429
-    return False
-
-
-def _created_nothing(exc: BaseException) -> bool:
-    """Errors of a submission after which nothing can have been created (or charged)."""
-    if isinstance(exc, APIConnectionError):
-        return not exc.request_sent
-    if isinstance(exc, APIError):
-        if exc.status is None or 400 <= exc.status < 500:
-            return True
-        return exc.code in NOTHING_CREATED_CODES
-    return isinstance(exc, (ValueError, TypeError, OSError))
-
-
-def _is_retryable(exc: BaseException | None) -> bool:
-    """Whether running the job again could succeed: the service failed (a failed generation
-    is refunded), the network, the limits, a deadline; not a refused prompt or bad input."""
-    if exc is None:
-        return False
-    code = getattr(exc, "code", None)
-    if isinstance(exc, _EarlierFailure):
-        return exc.retryable
-    if isinstance(exc, (GenerationFailedError, GenerationTimeoutError, JobExpiredError)):
-        return True
-    if isinstance(exc, (APIConnectionError, RateLimitError)) or _is_account_failure(exc):
-        return True
-    if isinstance(exc, APIError):
-        return exc.status is not None and exc.status >= 500
-    if isinstance(exc, (ValueError, TypeError, OSError)):
-        return False
-    return isinstance(exc, AsyncSDKError) and code is None
-
-
-class _EarlierFailure(AsyncSDKError):
-    """A job that failed in an earlier run, as the journal recorded it."""
-
-    def __init__(self, message: str, code: str | None, retryable: bool) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retryable = retryable
-
-
-@attrs.frozen
-class JobResult:
-    """What became of one job.
-
-    :ivar generation: the succeeded generation, or ``None`` (it is also set, with ``error``,
-        when the generation succeeded and was paid for but its images could not be saved).
-    :ivar error: why not, or ``None`` (a :class:`GenerationFailedError` carries the record).
-    :ivar account: the label of the account that ran it.
-    :ivar paths: the downloaded images, when the runner downloads.
-    :ivar submitted_at: Unix time of the submission (``None`` if never submitted).
-    :ivar elapsed: seconds from the submission (or the start of the attempt) to the end.
-    :ivar from_journal: reported or resumed from an earlier run's journal.
-    :ivar retryable: whether running the job again could succeed (a failed generation, the
-        network, a deadline, images not saved), as opposed to a refused prompt or bad input.
-    """
-
-    job: Job
-    generation: Generation | None = None
-    error: BaseException | None = None
-    account: str | None = None
-    paths: tuple[Path, ...] = ()
-    submitted_at: float | None = None
-    finished_at: float = attrs.Factory(time.time)
-    elapsed: float = 0.0
-    from_journal: bool = False
-    retryable: bool = attrs.Factory(lambda self: _is_retryable(self.error), takes_self=True)
-
-    @property
-    def ok(self) -> bool:
-        return self.generation is not None and self.error is None
-
-    @property
-    def status(self) -> str:
-        """``succeeded``, ``failed``, ``expired`` (never started: nothing paid) or
-        ``download_failed`` (paid for; a rerun with the journal saves the images)."""
-        if self.ok:
-            return _Status.SUCCEEDED.value
-        if isinstance(self.error, JobExpiredError):
-            return _Status.EXPIRED.value
-        if self.generation is not None:
-            return _Status.DOWNLOAD_FAILED.value
-        return _Status.FAILED.value
-
-    @property
-    def credits(self) -> int:
-        """Credits the job's generation cost (a failed generation is refunded: 0)."""
-        return (self.generation.credit_cost or 0) if self.generation is not None else 0
-
-
-@attrs.frozen
-class AccountProgress:
-    """One account's line of the progress display."""
-
-    label: str
-    state: str
-    done: int
-    failed: int
-    credits: int
-    out: str | None
-    balance: int | None = None
-
-
-@attrs.frozen
-class BatchProgress:
-    """A snapshot of a running batch (see :meth:`BatchRunner.progress`).
-
-    ``done``/``failed``/``expired`` count every result so far, including those served from
-    the journal (``from_journal`` of them). ``spent``/``reserved`` are this run's credits:
-    paid for, and held by generations in flight under ``max_credits``. ``stopped`` says why
-    the run stopped before its last job, if it did.
-    """
-
-    seen: int
-    done: int
-    failed: int
-    running: int
-    accounts: tuple[AccountProgress, ...]
-    elapsed: float
-    expired: int = 0
-    from_journal: int = 0
-    spent: int = 0
-    reserved: int = 0
-    max_credits: int | None = None
-    stopped: str | None = None
-
-
-@attrs.frozen
-class AccountCheck:
-    """One account as :meth:`BatchRunner.check_accounts` found it.
-
-    :ivar balance: credits the account can spend, or ``None`` if it could not be read.
-    :ivar cheapest: the cheapest job of the batch as far as prices are known (credits).
-    :ivar error: why the balance could not be read, if it could not.
-    """
-
-    label: str
-    balance: int | None
-    cheapest: int | None = None
-    error: BaseException | None = None
-
-    @property
-    def can_afford(self) -> bool | None:
-        """``False`` when the balance is below the cheapest job; ``None`` when unknown."""
-        if self.balance is None:
-            return None
-        return self.balance >= (self.cheapest or 1)
+    def __str__(self) -> str:
+        return self.value
 
 
 @attrs.define(eq=False)
 class _Account:
     client: AsyncClient
     label: str
-    state: str = "idle"
+    state: AccountState | GenerationStatus = AccountState.IDLE
     done: int = 0
     failed: int = 0
     credits: int = 0
@@ -402,268 +153,19 @@ class _Account:
         self.out = exc
         self.out_reason = reason or str(getattr(exc, "code", None) or exc)
 
-
-class _Prices:
-    """What each model costs, as far as seen: the highest credit cost per (model, images)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, dict[int, int]] = {}
-
-    def learn(self, model: str | None, images: int | None, cost: int | None) -> None:
-        if not model or not isinstance(cost, int) or cost < 0:
-            return
-        per = self._seen.setdefault(model, {})
-        number = images if isinstance(images, int) and images > 0 else 1
-        per[number] = max(cost, per.get(number, 0))
-
-    def learn_generation(self, generation: Generation) -> None:
-        self.learn(generation.model_provider, generation.output_number, generation.credit_cost)
-
-    def estimate(self, model: str, images: int = 1) -> int | None:
-        """A cost that is not below the real one whether the price is per generation or per
-        image; ``None`` when the model was never seen."""
-        per = self._seen.get(model)
-        if not per:
-            return None
-        return max(math.ceil(cost * max(1.0, images / seen)) for seen, cost in per.items())
-
-    def cheapest(self) -> int | None:
-        costs = [cost for per in self._seen.values() for cost in per.values()]
-        return min(costs) if costs else None
-
-
-class _Verdict(enum.Enum):
-    GO = "go"
-    WAIT = "wait"
-    STOP = "stop"
-
-
-class _Budget:
-    """Credits spent and reserved in this run, against ``max_credits``."""
-
-    def __init__(self, cap: int, prices: _Prices) -> None:
-        self.cap = cap
-        self.spent = 0
-        self._prices = prices
-        self._held: dict[str, int] = {}
-        self._change: anyio.Event | None = None
-        self.last_refusal = ""
-
-    @property
-    def reserved(self) -> int:
-        return sum(self._held.values())
-
-    def _changed(self) -> None:
-        if self._change is not None:
-            self._change.set()
-            self._change = None
-
-    def waiter(self) -> anyio.Event:
-        """Set at the next change (a generation in flight ends or is priced)."""
-        if self._change is None:
-            self._change = anyio.Event()
-        return self._change
-
-    def reserve(self, job: Job) -> _Verdict:
-        estimate = self._prices.estimate(job.model, job.output_number)
-        reserved = self.reserved
-        left = self.cap - self.spent - reserved
-        if estimate is None:  # unknown price: run alone, with all that is left reserved
-            if reserved:
-                return _Verdict.WAIT
-            if left <= 0:
-                self.last_refusal = f"no credits left of max_credits={self.cap}"
-                return _Verdict.STOP
-            self._held[job.id] = left
-            return _Verdict.GO
-        if estimate <= left:
-            self._held[job.id] = estimate
-            return _Verdict.GO
-        if reserved:
-            return _Verdict.WAIT
-        self.last_refusal = (
-            f"the next job ({job.id}, {job.model}) costs about {estimate} credits and only "
-            f"{max(left, 0)} of max_credits={self.cap} are left ({self.spent} spent)"
+    def progress(self) -> AccountProgress:
+        return AccountProgress(
+            self.label,
+            self.state.value,
+            self.done,
+            self.failed,
+            self.credits,
+            self.out_reason,
+            self.balance,
         )
-        return _Verdict.STOP
-
-    def created(self, job_id: str, cost: int | None) -> None:
-        """The submission's answer states the price: hold exactly that."""
-        if cost is not None and job_id in self._held:
-            self._held[job_id] = cost
-            self._changed()
-
-    def ended(self, job_id: str, paid: int | None) -> None:
-        """The job is over: it cost ``paid`` credits (``None``: nothing was created, or it
-        was refunded; ``0``: unknown, so what was held for it counts as spent)."""
-        held = self._held.pop(job_id, 0)
-        if paid is not None:
-            self.spent += paid or held
-        self._changed()
 
 
-class _Feed:
-    """The shared queue: jobs handed back first, then the source, read lazily."""
-
-    def __init__(self, jobs: Iterable[Job] | AsyncIterable[Job]) -> None:
-        self._source = _aiter(jobs)
-        self._handed_back: collections.deque[Job] = collections.deque()
-        self._exhausted = False
-        self._halted = False
-        self._in_flight = 0
-        # anyio primitives bind to the running loop: made on first use.
-        self._lock: anyio.Lock | None = None
-        self._change: anyio.Event | None = None
-        self._drained: anyio.Event | None = None
-        self._lookahead: Job | None = None
-        self.seen = 0
-
-    async def _next_source_job(self) -> Job | None:
-        if self._lookahead is not None:
-            job, self._lookahead = self._lookahead, None
-            return job
-        if self._exhausted or self._halted:
-            return None
-        try:
-            job = await self._source.__anext__()
-        except StopAsyncIteration:
-            self._exhausted = True
-            self._check_drained()
-            return None
-        if not isinstance(job, Job):
-            raise TypeError(f"jobs must be asyncsdk.Job objects, got {job!r}")
-        self.seen += 1
-        return job
-
-    async def look_ahead(self) -> None:
-        """Read one job ahead (if none is waiting), so that the end of the source is known
-        before a worker waits for its account's window only to find nothing left, and so
-        that the job's start deadline is watched while every account is busy."""
-        self._ready()
-        assert self._lock is not None
-        async with self._lock:
-            if self._lookahead is None and not self._handed_back:
-                self._lookahead = await self._next_source_job()
-                if self._lookahead is not None:
-                    self._changed()
-
-    async def take(self, route: _Route) -> Job | anyio.Event | None:
-        """The next job to submit; ``route(job, fresh)`` may deal with a job itself (returns
-        False), ``fresh`` when it was not handed back.
-
-        ``None`` once no job can come any more; an event to wait for when none is there now
-        but a running job may still be handed back (the caller should not hold its
-        account's slot meanwhile).
-        """
-        self._ready()
-        assert self._lock is not None
-        async with self._lock:
-            while not self._halted:
-                if self._handed_back:
-                    again = self._handed_back.popleft()
-                    if await route(again, False):
-                        self._in_flight += 1
-                        return again
-                    continue
-                job = await self._next_source_job()
-                if job is None:
-                    break
-                if await route(job, True):
-                    self._in_flight += 1
-                    return job
-        if self._in_flight and not self._halted:
-            return self.change
-        self._check_drained()
-        return None
-
-    def next_deadline(self) -> float | None:
-        """The earliest start deadline among the jobs waiting at the head of the queue."""
-        waiting = [*self._handed_back, *([self._lookahead] if self._lookahead else [])]
-        deadlines = [job.start_by for job in waiting if job.start_by is not None]
-        return min(deadlines) if deadlines else None
-
-    async def expire_due(self, route: _Route) -> None:
-        """Route the waiting jobs whose start deadline has passed (``route`` reports them),
-        reading on through the source while the next one is past its deadline too."""
-        self._ready()
-        assert self._lock is not None
-        async with self._lock:
-            while not self._halted:
-                now = time.time()
-                due = [j for j in self._handed_back if j.start_by is not None and j.start_by <= now]
-                for job in due:
-                    self._handed_back.remove(job)
-                    if await route(job, False):  # not due after all: keep it first in line
-                        self._handed_back.appendleft(job)
-                if self._lookahead is None and not self._handed_back:
-                    self._lookahead = await self._next_source_job()
-                head = self._lookahead
-                if head is None or head.start_by is None or head.start_by > now:
-                    break
-                self._lookahead = None
-                if await route(head, True):
-                    self._handed_back.appendleft(head)
-                    break
-            self._changed()
-
-    def _ready(self) -> None:
-        if self._lock is None:
-            self._lock, self._change, self._drained = anyio.Lock(), anyio.Event(), anyio.Event()
-
-    @property
-    def change(self) -> anyio.Event:
-        """Set at the next change of the queue."""
-        self._ready()
-        assert self._change is not None
-        return self._change
-
-    @property
-    def drained(self) -> anyio.Event:
-        """Set once no job will ever be handed out again."""
-        self._ready()
-        assert self._drained is not None
-        return self._drained
-
-    def _check_drained(self) -> None:
-        if self._halted or (
-            self._exhausted
-            and self._lookahead is None
-            and not self._handed_back
-            and not self._in_flight
-        ):
-            self.drained.set()
-
-    def _changed(self) -> None:
-        if self._change is not None:
-            self._change.set()
-            self._change = anyio.Event()
-        self._check_drained()
-
-    def finished(self) -> None:
-        self._in_flight -= 1
-        self._changed()
-
-    def hand_back(self, job: Job) -> None:
-        self._in_flight -= 1
-        self._handed_back.appendleft(job)
-        self._changed()
-
-    def halt(self) -> None:
-        """Hand out nothing more (the jobs not taken stay where they are: pending)."""
-        self._halted = True
-        self._changed()
-
-    def leftovers(self) -> list[Job]:
-        """Jobs taken from the source that no account ran."""
-        jobs = list(self._handed_back)
-        if self._lookahead is not None:
-            jobs.append(self._lookahead)
-        self._handed_back.clear()
-        self._lookahead = None
-        return jobs
-
-
-async def _acquire_unless(client: AsyncClient, done: anyio.Event) -> Reservation | None:
+async def _reserve_unless(client: AsyncClient, done: anyio.Event) -> Reservation | None:
     """An open reservation of the client's gate (batch lane), or ``None`` if ``done`` is
     set first. The caller closes it on every path (``close()`` settles what is open)."""
     reservation: Reservation | None = None
@@ -689,35 +191,28 @@ async def _acquire_unless(client: AsyncClient, done: anyio.Event) -> Reservation
     return reservation
 
 
-def _job_options(job: Job) -> dict[str, Any]:
-    """The job's arguments for :meth:`AsyncClient.submit`; the job id names the generation
-    (as the prefix of its tag) unless the job names it."""
-    options = dict(job.params)
-    if not options.get("name") and len(job.id) >= 3:
-        options["name"] = job.id[:30]
-    return options
+async def _wait_until_done(task: asyncio.Task[None]) -> None:
+    """Wait for ``task`` (already cancelled) to end, even when this task is cancelled
+    meanwhile: a cancellation of this task is raised afterwards, never swallowed; an error
+    the task ended with is raised too."""
+    cancelled: BaseException | None = None
+    # Shielded from anyio's cancel scopes, which would re-deliver their cancellation at every
+    # await; a cancellation that does reach here is kept and raised once the task is done.
+    with anyio.CancelScope(shield=True):
+        while not task.done():
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+    if cancelled is not None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller's cancellation wins
+        raise cancelled
+    if not task.cancelled():
+        task.result()
 
 
-async def _aiter(jobs: Iterable[Job] | AsyncIterable[Job]) -> AsyncIterator[Job]:
-    """The jobs one at a time. A sync iterable that is not a list or a tuple (a generator, a
-    file being read) is advanced in a worker thread, so its reads never block the loop."""
-    if isinstance(jobs, AsyncIterable):
-        async for job in jobs:
-            yield job
-    elif isinstance(jobs, (list, tuple)):
-        for job in jobs:
-            yield job
-    else:
-        iterator = iter(jobs)
-
-        def pull() -> Job | None:
-            return next(iterator, None)
-
-        while (pulled := await anyio.to_thread.run_sync(pull)) is not None:
-            yield pulled
-
-
-def _check_directory(directory: Path) -> None:
+def check_directory(directory: Path) -> None:
     """Create ``directory`` if needed and prove a file can be written there (blocking)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -755,8 +250,9 @@ class BatchRunner:
 
     :param clients: one :class:`AsyncClient` per account (open or not; the runner does not
         close them).
-    :param journal: path of the SQLite journal (or a :class:`Journal`) that makes the batch
-        resumable; ``None`` runs without one.
+    :param journal: path of the SQLite journal that makes the batch resumable (opened by the
+        runner and closed at the end of each run), or a :class:`Journal` (used as it is, never
+        closed: the caller closes it); ``None`` runs without one.
     :param download_to: directory to save each succeeded job's images into, named
         ``<job id>-<n>.png`` (created, and checked writable, before anything is submitted);
         ``None`` downloads nothing.
@@ -803,6 +299,7 @@ class BatchRunner:
                     f"{account.label} uses the same account as {by_key[account.key].label}"
                 )
         self._by_key = by_key
+        #: A journal opened here from a path is closed here; one handed in never is.
         self._owns_journal = journal is not None and not isinstance(journal, Journal)
         self._journal = (
             journal if isinstance(journal, Journal) or journal is None else Journal(journal)
@@ -810,11 +307,11 @@ class BatchRunner:
         self._download_to = Path(download_to) if download_to is not None else None
         self._wait_timeout = wait_timeout
         self._retry_failed = retry_failed
-        self._prices = _Prices()
+        self._prices = Prices()
         self._prices_loaded = False
         self._checked: tuple[AccountCheck, ...] | None = None
-        self._budget = _Budget(max_credits, self._prices) if max_credits is not None else None
-        self._feed: _Feed | None = None
+        self._budget = Budget(max_credits, self._prices) if max_credits is not None else None
+        self._queue: JobQueue | None = None
         self._send: _Send | None = None
         self._started = time.monotonic()
         self._running = 0
@@ -822,6 +319,11 @@ class BatchRunner:
         self._bounces: collections.Counter[str] = collections.Counter()
         #: Why the run stopped before its last job (``max_credits``), or ``None``.
         self.stopped: str | None = None
+
+    @property
+    def clients(self) -> tuple[AsyncClient, ...]:
+        """The accounts' clients, in the order given."""
+        return tuple(account.client for account in self._accounts)
 
     # -- what the batch will cost --------------------------------------------------------------
     async def _load_prices(self) -> None:
@@ -888,7 +390,7 @@ class BatchRunner:
                     )
                 elif isinstance(error, APIConnectionError) and not error.request_sent:
                     account.take_out(error, f"unreachable ({error})")
-                elif error is not None and _is_account_failure(error):
+                elif error is not None and is_account_failure(error):
                     account.take_out(error)
             if account.out is not None and check.can_afford is not True:
                 logger.info("%s is out of the batch: %s", account.label, account.out_reason)
@@ -899,19 +401,16 @@ class BatchRunner:
     # -- progress ------------------------------------------------------------------------------
     def progress(self) -> BatchProgress:
         """Where the batch stands, for progress displays."""
-        accounts = tuple(
-            AccountProgress(a.label, a.state, a.done, a.failed, a.credits, a.out_reason, a.balance)
-            for a in self._accounts
-        )
+        accounts = tuple(a.progress() for a in self._accounts)
         counts = self._counts
         return BatchProgress(
-            seen=self._feed.seen if self._feed else 0,
-            done=counts[_Status.SUCCEEDED.value],
-            failed=counts[_Status.FAILED.value] + counts[_Status.DOWNLOAD_FAILED.value],
+            seen=self._queue.seen if self._queue else 0,
+            done=counts[JobStatus.SUCCEEDED],
+            failed=counts[JobStatus.FAILED] + counts[JobStatus.DOWNLOAD_FAILED],
             running=self._running,
             accounts=accounts,
             elapsed=time.monotonic() - self._started,
-            expired=counts[_Status.EXPIRED.value],
+            expired=counts[JobStatus.EXPIRED],
             from_journal=counts["from_journal"],
             spent=self._budget.spent if self._budget else sum(a.credits for a in self._accounts),
             reserved=self._budget.reserved if self._budget else 0,
@@ -950,13 +449,12 @@ class BatchRunner:
         finally:
             if not driver.done():  # the caller left early: stop the workers
                 driver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await driver
+                await _wait_until_done(driver)
 
     async def _preflight(self, jobs: Iterable[Job] | AsyncIterable[Job]) -> None:
         """Everything that can refuse the batch before anything is paid."""
         if self._download_to is not None:
-            await anyio.to_thread.run_sync(_check_directory, self._download_to)
+            await anyio.to_thread.run_sync(check_directory, self._download_to)
         if isinstance(jobs, (list, tuple)):
             for job in jobs:
                 if not isinstance(job, Job):
@@ -993,7 +491,7 @@ class BatchRunner:
 
     # -- the driver (a separate task: its task group never spans a yield) ----------------------
     async def _drive(self, jobs: Iterable[Job] | AsyncIterable[Job], send: _Send) -> None:
-        self._feed = feed = _Feed(jobs)
+        self._queue = queue = JobQueue(jobs)
         self._send = send
         async with send:
             try:
@@ -1003,11 +501,11 @@ class BatchRunner:
                     seen: set[str] = set()
                     async with anyio.create_task_group() as tg:
 
-                        async def route(job: Job, fresh: bool) -> bool:
-                            """Deal with a job the journal knows, a duplicate, a job past
-                            its start deadline; True: it is to be submitted now."""
+                        async def must_submit(job: Job, fresh: bool) -> bool:
+                            """Whether the job is to be submitted now; if not, it was dealt
+                            with: from the journal, as a duplicate, or as expired."""
                             if fresh:
-                                handled = await self._route_known(job, seen, resumable, tg)
+                                handled = await self._settled_by_journal(job, seen, resumable, tg)
                                 if handled:
                                     return False
                             if job.start_by is not None and time.time() >= job.start_by:
@@ -1015,19 +513,19 @@ class BatchRunner:
                                 return False
                             return True
 
-                        outer.start_soon(self._sweep, feed, route)
+                        outer.start_soon(queue.watch_deadlines, must_submit)
                         for account in self._accounts:
                             for _ in range(account.client.limits.concurrent):
-                                tg.start_soon(self._worker, account, feed, route)
+                                tg.start_soon(self._worker, account, queue, must_submit)
                     outer.cancel_scope.cancel()
             finally:
                 if self._journal is not None and self._owns_journal:
                     with anyio.CancelScope(shield=True):
                         await self._journal.aclose()
-            if feed.drained.is_set():
+            if queue.drained.is_set():
                 return
             causes = [a.out for a in self._accounts if a.out is not None]
-            for job in feed.leftovers():
+            for job in queue.leftovers():
                 await self._emit(JobResult(job, error=causes[-1] if causes else None))
             raise AsyncSDKError(self._all_out_message()) from (causes[-1] if causes else None)
 
@@ -1042,14 +540,15 @@ class BatchRunner:
             message += "; the jobs not run are still pending in the journal"
         return message
 
-    async def _route_known(
+    async def _settled_by_journal(
         self,
         job: Job,
         seen: set[str],
         resumable: dict[str, JournalEntry],
         tg: TaskGroup,
     ) -> bool:
-        """Report or resume a job that needs no new submission; True when dealt with."""
+        """Whether the journal (or an id used twice) settles the job without a new
+        submission: reported from the journal, resumed, downloaded again or refused."""
         if job.id in seen:
             error = ValueError(
                 f"job id {job.id!r} was already used by an earlier job of this batch;"
@@ -1067,17 +566,17 @@ class BatchRunner:
         if what is not None:
             await self._emit(JobResult(job, error=ValueError(self._changed_message(job.id, what))))
             return True
-        if entry.state in ("submitting", "submitted"):
+        if entry.state in (JournalState.SUBMITTING, JournalState.SUBMITTED):
             self._running += 1
             tg.start_soon(self._resume, job, entry)
             return True
-        if entry.state in ("downloading", "download_failed"):
+        if entry.state in (JournalState.DOWNLOADING, JournalState.DOWNLOAD_FAILED):
             self._running += 1
             tg.start_soon(self._download_again, job, entry)
             return True
-        if entry.state == "pending":
+        if entry.state is JournalState.PENDING:
             return False
-        if entry.state == "failed" and self._retry_failed and entry.retryable:
+        if entry.state is JournalState.FAILED and self._retry_failed and entry.retryable:
             return False
         await self._emit(self._from_journal(job, entry))
         return True
@@ -1088,18 +587,6 @@ class BatchRunner:
         if self._journal is not None:
             await self._journal.pending(job.id, str(error), request=job.request)
         await self._emit(JobResult(job, error=error))
-
-    async def _sweep(self, feed: _Feed, route: _Route) -> None:
-        """Report jobs whose start deadline passed while every account was busy."""
-        while not feed.drained.is_set():
-            await feed.look_ahead()  # the next job's deadline is known while all are busy
-            change = feed.change
-            due = feed.next_deadline()
-            if due is not None and time.time() >= due:
-                await feed.expire_due(route)
-                continue
-            with anyio.move_on_after(None if due is None else due - time.time()):
-                await change.wait()
 
     async def _recover(self) -> dict[str, JournalEntry]:
         """Before any new submission: settle what an earlier run left in flight.
@@ -1113,7 +600,7 @@ class BatchRunner:
             if account is None:  # the account is not in this run: leave the row alone
                 resumable[entry.id] = entry
                 continue
-            if entry.state == "submitting":
+            if entry.state is JournalState.SUBMITTING:
                 try:
                     found = await account.client.reconcile(
                         entry.tag or "", sent_at=entry.sent_at or 0.0
@@ -1126,23 +613,25 @@ class BatchRunner:
                     await self._journal.pending(entry.id, "not created before the interruption")
                     continue
                 await self._journal.submitted(entry.id, found.generation_id)
-                entry = attrs.evolve(entry, state="submitted", generation_id=found.generation_id)
+                entry = attrs.evolve(
+                    entry, state=JournalState.SUBMITTED, generation_id=found.generation_id
+                )
             if entry.generation_id:
                 await account.client.gate.hold_foreign(entry.generation_id)
                 resumable[entry.id] = entry
         return resumable
 
-    async def _worker(self, account: _Account, feed: _Feed, route: _Route) -> None:
+    async def _worker(self, account: _Account, queue: JobQueue, must_submit: MustSubmit) -> None:
         """One slot of one account: take a job whenever the account can start one."""
         client = account.client
         while account.out is None:
-            account.state = "waiting"
-            await feed.look_ahead()
-            reservation = await _acquire_unless(client, feed.drained)
+            account.state = AccountState.WAITING
+            await queue.look_ahead()
+            reservation = await _reserve_unless(client, queue.drained)
             if reservation is None:  # every job is done: don't wait for a window to learn it
                 break
             try:
-                job = await feed.take(route)
+                job = await queue.take(must_submit)
             except BaseException:
                 await reservation.close()
                 raise
@@ -1154,14 +643,14 @@ class BatchRunner:
                 continue
             if self._budget is not None:
                 verdict = self._budget.reserve(job)
-                if verdict is not _Verdict.GO:
-                    wake = self._budget.waiter()
-                    feed.hand_back(job)
+                if verdict is not Verdict.GO:
+                    wake = self._budget.next_change()
+                    queue.hand_back(job)
                     await reservation.close()
-                    if verdict is _Verdict.STOP:
+                    if verdict is Verdict.STOP:
                         self._halt(self._budget.last_refusal)
                         break
-                    account.state = "waiting (budget)"
+                    account.state = AccountState.WAITING_FOR_BUDGET
                     await wake.wait()  # a generation in flight ends or is priced
                     continue
             self._running += 1
@@ -1171,20 +660,20 @@ class BatchRunner:
                 self._running -= 1
                 await reservation.close()
             if result is None:  # not sent: back to the queue for whichever account is free
-                feed.hand_back(job)
+                queue.hand_back(job)
                 continue
-            feed.finished()
+            queue.finished()
             await self._emit(result)
-        account.state = "out" if account.out is not None else "done"
+        account.state = AccountState.OUT if account.out is not None else AccountState.DONE
 
     def _halt(self, reason: str) -> None:
-        assert self._feed is not None
+        assert self._queue is not None
         if self.stopped is None:
             self.stopped = f"stopped before the budget ran out: {reason}"
             logger.info("batch %s", self.stopped)
-        self._feed.halt()
+        self._queue.halt()
         if self._budget is not None:
-            self._budget.waiter().set()
+            self._budget.stop()
 
     async def _run_job(
         self, account: _Account, job: Job, reservation: Reservation
@@ -1197,9 +686,9 @@ class BatchRunner:
         """
         client, journal = account.client, self._journal
         started = time.time()
-        account.state = "submitting"
+        account.state = AccountState.SUBMITTING
         try:
-            request = await client._request(job.model, job.prompt, **_job_options(job))
+            request = await client._request(job.model, job.prompt, **submit_options(job))
             if job.start_by is not None and time.time() >= job.start_by:
                 await reservation.close()  # never sent late: nothing is paid
                 return await self._expired(account, job)
@@ -1219,14 +708,14 @@ class BatchRunner:
             if self._budget is not None:
                 self._budget.ended(job.id, 0)
             account.failed += 1
-            account.state = "idle"
+            account.state = AccountState.IDLE
             return JobResult(
                 job, error=exc, account=account.label, submitted_at=exc.sent_at,
                 elapsed=time.time() - started,
             )  # fmt: skip
         except Exception as exc:
             if self._budget is not None:
-                self._budget.ended(job.id, None if _created_nothing(exc) else 0)
+                self._budget.ended(job.id, None if created_nothing(exc) else 0)
             if self._not_sent(account, job, exc):
                 if journal is not None:
                     await journal.pending(job.id, str(exc), request=job.request)
@@ -1245,7 +734,7 @@ class BatchRunner:
         assert job.start_by is not None
         if self._budget is not None:
             self._budget.ended(job.id, None)
-        account.state = "idle"
+        account.state = AccountState.IDLE
         error = JobExpiredError(job.id, job.start_by)
         if self._journal is not None:
             await self._journal.pending(job.id, str(error), request=job.request)
@@ -1254,7 +743,7 @@ class BatchRunner:
     def _not_sent(self, account: _Account, job: Job, exc: Exception) -> bool:
         """Whether ``exc`` (from a submission that created nothing) sends the job back to the
         queue rather than failing it; takes the account out when the account is the cause."""
-        if _is_account_failure(exc):
+        if is_account_failure(exc):
             account.take_out(exc)
             return True
         if isinstance(exc, APIConnectionError) and not exc.request_sent:
@@ -1278,7 +767,7 @@ class BatchRunner:
         client = account.client
 
         def show(generation: Generation) -> None:
-            account.state = generation.status.value
+            account.state = generation.status
 
         try:
             generation = await client.wait(
@@ -1287,7 +776,7 @@ class BatchRunner:
         except Exception as exc:
             if self._budget is not None:  # a failed generation is refunded; else assume paid
                 self._budget.ended(job.id, None if isinstance(exc, GenerationFailedError) else 0)
-            if _is_account_failure(exc):
+            if is_account_failure(exc):
                 account.take_out(exc)  # e.g. the key was revoked while the generation ran
             return await self._failed(account, job, exc, submitted_at, created=True)
         self._prices.learn_generation(generation)
@@ -1295,7 +784,7 @@ class BatchRunner:
             self._budget.ended(job.id, generation.credit_cost or 0)
         account.credits += generation.credit_cost or 0
         result = await self._save(account.client, job, generation, account.label, submitted_at)
-        account.state = "idle"
+        account.state = AccountState.IDLE
         if result.ok:
             account.done += 1
         else:
@@ -1350,10 +839,10 @@ class BatchRunner:
         self, account: _Account, job: Job, exc: Exception, started: float, *, created: bool
     ) -> JobResult:
         account.failed += 1
-        account.state = "idle"
-        retryable = _is_retryable(exc)
+        account.state = AccountState.IDLE
+        retryable = is_retryable(exc)
         if self._journal is not None:
-            if _is_final(exc):
+            if is_final(exc):
                 record = (
                     converter.unstructure(exc.generation)
                     if isinstance(exc, GenerationFailedError)
@@ -1423,7 +912,7 @@ class BatchRunner:
         generation = (
             converter.structure(entry.record, Generation) if entry.record is not None else None
         )
-        if entry.state == "succeeded" and generation is not None:
+        if entry.state is JournalState.SUCCEEDED and generation is not None:
             paths = tuple(Path(p) for p in entry.paths)
             return JobResult(
                 job, generation, account=label, paths=paths, submitted_at=entry.sent_at,
@@ -1433,7 +922,7 @@ class BatchRunner:
         error: BaseException = (
             GenerationFailedError(generation)
             if generation is not None
-            else _EarlierFailure(
+            else EarlierFailure(
                 f"failed in an earlier run: {entry.error}", entry.error_code, retryable
             )
         )

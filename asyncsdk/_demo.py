@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ._batch import Job
 from ._client import AsyncClient
 from ._config import Limits
+from ._jobs import Job
 
 PROMPTS = (
     "a red kite over a windy beach at dawn",
@@ -50,10 +50,10 @@ def _processing_time(model: str, prompt: str) -> float:
 async def demo(*, out: Path, jobs: int = 24, accounts: int = 3, scale: float = 0.1) -> int:
     """Run the demo; the CLI's exit code."""
     from ._batch import BatchRunner
-    from .cli import _console, run_batch
+    from ._display import rich_console, run_batch
     from .emulator import Emulator
 
-    console = _console()
+    console = rich_console()
     say = console.print if console is not None else print
     emulator = Emulator(
         accounts=accounts, time_scale=scale, starting_time=0.5, processing_time=_processing_time

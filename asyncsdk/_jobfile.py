@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-if TYPE_CHECKING:  # imported when a job is built: the CLI parses its arguments without aiohttp
-    from ._batch import Job
+if TYPE_CHECKING:  # imported when a job is built: the CLI parses its arguments without it
+    from ._jobs import Job
 
 __all__ = ["DEFAULT_MODEL", "FileSummary", "JobFileError", "check_file", "read_jobs", "scan_file"]
 
@@ -70,7 +70,7 @@ class FileSummary:
 
 def _check(fields: Mapping[str, Any], default_model: str, start_by: float | None) -> Job:
     """A Job from one record's fields; ValueError naming the field otherwise."""
-    from ._batch import Job
+    from ._jobs import Job
 
     fields = dict(fields)
     prompt = fields.pop("prompt", None)

@@ -1,6 +1,7 @@
 """The batch journal: one SQLite file that makes a batch safe to interrupt and rerun.
 
-Each job has one row, moved through these states by single-statement transactions::
+Each job has one row, moved through the :class:`JournalState` states by single-statement
+transactions::
 
     pending ──► submitting ──► submitted ──► succeeded                    (record, paths)
        ▲        (tag, account,  (generation   ├─► downloading ──► succeeded
@@ -32,6 +33,7 @@ calls run in a worker thread (``anyio.to_thread``), one at a time, off the event
 from __future__ import annotations
 
 import collections
+import enum
 import json
 import os
 import sqlite3
@@ -44,7 +46,7 @@ from typing import Any, Final
 import anyio
 import attrs
 
-__all__ = ["Journal", "JournalCheck", "JournalEntry"]
+__all__ = ["Journal", "JournalCheck", "JournalEntry", "JournalState", "difference"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -71,12 +73,31 @@ _ADDED_COLUMNS: Final = {"request": "TEXT", "retryable": "INTEGER"}
 _CHECK_CHUNK: Final = 500
 
 
+class JournalState(str, enum.Enum):
+    """A row's state (see the module docstring); stored in the file as its string."""
+
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    DOWNLOADING = "downloading"
+    DOWNLOAD_FAILED = "download_failed"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Not a row state: a job the journal has no row for, as :attr:`JournalCheck.states` counts it.
+NEW: Final = "new"
+
+
 @attrs.frozen
 class JournalEntry:
     """One job's row."""
 
     id: str
-    state: str
+    state: JournalState
     account: str | None = None
     tag: str | None = None
     prompt: str | None = None
@@ -97,7 +118,8 @@ class JournalCheck:
 
     :ivar changed: ``(job id, what changed)`` for the first job the journal knows under its
         id with other content, else ``None`` (the counts then stop there).
-    :ivar states: how many of the jobs are in each journal state (``new`` if not in it).
+    :ivar states: how many of the jobs are in each journal state, by its string (``new`` if
+        not in the journal).
     :ivar to_run: per key given with the jobs, how many a run would submit (new, pending,
         and with ``rerun_failed`` the failed ones that retrying could help).
     """
@@ -118,7 +140,7 @@ def _entry(row: tuple[Any, ...]) -> JournalEntry:
      request, retryable) = row  # fmt: skip
     return JournalEntry(
         id_,
-        state,
+        JournalState(state),
         account,
         tag,
         prompt,
@@ -167,6 +189,12 @@ class Journal:
 
     def __repr__(self) -> str:
         return f"<Journal {str(self.path)!r}>"
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the file is open: the first call opens it, :meth:`aclose` closes it (and
+        a later call opens it again)."""
+        return self._db is not None
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
@@ -221,7 +249,8 @@ class Journal:
     async def in_flight(self) -> list[JournalEntry]:
         """Rows an earlier run left between submitting and the end."""
         rows = await self._run(
-            f"SELECT {_COLUMNS} FROM jobs WHERE state IN ('submitting', 'submitted')"
+            f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?, ?)",
+            (JournalState.SUBMITTING.value, JournalState.SUBMITTED.value),
         )
         return [_entry(row) for row in rows]
 
@@ -266,15 +295,15 @@ class Journal:
                 known = {row[0]: _entry(row) for row in rows}
                 for job_id, request, key in chunk:
                     entry = known.get(job_id)
-                    states[entry.state if entry else "new"] += 1
+                    states[entry.state.value if entry else NEW] += 1
                     if entry is not None:
                         what = difference(request, entry)
                         if what is not None:
                             return job_id, what
                     if (
                         entry is None
-                        or entry.state == "pending"
-                        or (rerun_failed and entry.state == "failed" and entry.retryable)
+                        or entry.state is JournalState.PENDING
+                        or (rerun_failed and entry.state is JournalState.FAILED and entry.retryable)
                     ):
                         to_run[key] += 1
                 chunk.clear()
@@ -291,10 +320,12 @@ class Journal:
         return result
 
     # -- writes --------------------------------------------------------------------------------
-    async def _set(self, job_id: str, state: str, request: str | None, **fields: Any) -> None:
+    async def _set(
+        self, job_id: str, state: JournalState, request: str | None, **fields: Any
+    ) -> None:
         """Upsert the row; a ``request`` of ``None`` keeps the one already recorded."""
         columns = ["state", "updated_at", "request", *fields]
-        values = [state, time.time(), request, *fields.values()]
+        values = [state.value, time.time(), request, *fields.values()]
         updates = [
             "request = COALESCE(excluded.request, jobs.request)"
             if c == "request"
@@ -311,27 +342,28 @@ class Journal:
         self, job_id: str, *, account: str, tag: str, prompt: str, request: str | None = None
     ) -> None:
         """About to send: recorded *before* the request leaves (see the module docstring)."""
+        now = time.time()
         await self._run(
             "INSERT INTO jobs (id, state, account, tag, prompt, sent_at, attempts, updated_at,"
-            " request) VALUES (?, 'submitting', ?, ?, ?, ?, 1, ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET state = 'submitting', account = excluded.account,"
+            " request) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET state = excluded.state, account = excluded.account,"
             " tag = excluded.tag, prompt = excluded.prompt, sent_at = excluded.sent_at,"
             " attempts = attempts + 1, generation_id = NULL, updated_at = excluded.updated_at,"
             " request = COALESCE(excluded.request, jobs.request), retryable = NULL",
-            (job_id, account, tag, prompt, time.time(), time.time(), request),
+            (job_id, JournalState.SUBMITTING.value, account, tag, prompt, now, now, request),
         )
 
     async def submitted(self, job_id: str, generation_id: str) -> None:
         await self._run(
-            "UPDATE jobs SET state = 'submitted', generation_id = ?, updated_at = ? WHERE id = ?",
-            (generation_id, time.time(), job_id),
+            "UPDATE jobs SET state = ?, generation_id = ?, updated_at = ? WHERE id = ?",
+            (JournalState.SUBMITTED.value, generation_id, time.time(), job_id),
         )
 
     async def downloading(self, job_id: str, record: dict[str, Any]) -> None:
         """The generation succeeded (paid); its images are being saved."""
         await self._set(
             job_id,
-            "downloading",
+            JournalState.DOWNLOADING,
             None,
             generation_id=record.get("generationId"),
             record=json.dumps(record),
@@ -342,15 +374,15 @@ class Journal:
     async def download_failed(self, job_id: str, error: str, code: str | None) -> None:
         """The generation succeeded but its images could not be saved: a rerun saves them."""
         await self._run(
-            "UPDATE jobs SET state = 'download_failed', error = ?, error_code = ?,"
-            " retryable = 1, updated_at = ? WHERE id = ?",
-            (error, code, time.time(), job_id),
+            "UPDATE jobs SET state = ?, error = ?, error_code = ?, retryable = 1, updated_at = ?"
+            " WHERE id = ?",
+            (JournalState.DOWNLOAD_FAILED.value, error, code, time.time(), job_id),
         )
 
     async def succeeded(self, job_id: str, record: dict[str, Any], paths: Sequence[str]) -> None:
         await self._set(
             job_id,
-            "succeeded",
+            JournalState.SUCCEEDED,
             None,
             generation_id=record.get("generationId"),
             record=json.dumps(record),
@@ -374,7 +406,7 @@ class Journal:
         (see ``asyncsdk batch --retry-failed``)."""
         await self._set(
             job_id,
-            "failed",
+            JournalState.FAILED,
             request,
             error=error,
             error_code=code,
@@ -386,4 +418,4 @@ class Journal:
         self, job_id: str, error: str | None = None, *, request: str | None = None
     ) -> None:
         """Back to the queue (nothing was created, or the outcome is to be retried)."""
-        await self._set(job_id, "pending", request, error=error, generation_id=None)
+        await self._set(job_id, JournalState.PENDING, request, error=error, generation_id=None)

@@ -28,29 +28,26 @@ budget), 2 bad input or usage (also the service's 400 answers to a single ``gene
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
+from ._display import ResultsFile, plural, print_json, run_batch
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._batch import AccountCheck, BatchProgress, BatchRunner, JobResult
+    from ._batch import BatchRunner
     from ._client import AsyncClient
+    from ._jobs import AccountCheck
     from ._journal import Journal
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 ENV_API_KEY, ENV_BASE_URL = "BABYSEA_API_KEY", "BABYSEA_BASE_URL"
-#: The summary shows a throughput only for runs at least this many windows long (shorter
-#: ones are dominated by the first burst and the last generation).
-THROUGHPUT_WINDOWS = 5
 
 
 class UsageError(Exception):
@@ -62,14 +59,6 @@ class _Session:
 
     generation: str | None = None
     journal: str | None = None
-
-
-def _console(file: TextIO = sys.stdout) -> Any:
-    try:
-        from rich.console import Console
-    except ImportError:  # the cli extra is not installed: plain text
-        return None
-    return Console(file=file, highlight=False)
 
 
 def _error(message: str) -> None:
@@ -118,65 +107,21 @@ async def _writable_directory(option: str, path: Path) -> None:
     """Create ``path`` if needed and prove it can be written, before anything is paid."""
     import anyio
 
-    from ._batch import _check_directory
+    from ._batch import check_directory
 
     try:
-        await anyio.to_thread.run_sync(_check_directory, path)
+        await anyio.to_thread.run_sync(check_directory, path)
     except OSError as exc:
         raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, default=str), flush=True)
-
-
-def _result_json(result: JobResult) -> dict[str, Any]:
-    from ._wire import converter
-
-    return {
-        "id": result.job.id,
-        "ok": result.ok,
-        "status": result.status,
-        "account": result.account,
-        "generation": converter.unstructure(result.generation) if result.generation else None,
-        "credits": result.credits,
-        "error": None if result.error is None else str(result.error),
-        "error_code": getattr(result.error, "code", None),
-        "retryable": result.retryable if result.error is not None else False,
-        "paths": [str(p) for p in result.paths],
-        "elapsed": round(result.elapsed, 3),
-        "from_journal": result.from_journal,
-    }
-
-
-def _results_line(result: JobResult) -> dict[str, Any]:
-    """One line of ``--results``: what became of the job, keyed by its id."""
-    generation = result.generation
-    if generation is None and result.error is not None:
-        generation = getattr(result.error, "generation", None)  # a failed generation
-    return {
-        "id": result.job.id,
-        "status": result.status,
-        "generation_id": generation.generation_id if generation is not None else None,
-        "images": list(result.generation.output_images) if result.generation else [],
-        "paths": [str(p) for p in result.paths],
-        "credits": result.credits,
-        "error": None if result.error is None else str(result.error),
-        "error_code": getattr(result.error, "code", None),
-        "retryable": result.retryable if result.error is not None else False,
-        "account": result.account,
-        "from_journal": result.from_journal,
-    }
-
-
-# -- single-account commands ---------------------------------------------------------------------
 async def cmd_status(args: argparse.Namespace) -> int:
     from ._wire import converter
 
     async with _client(args, (await _keys(args))[0]) as client:
         status = await client.status()
     if args.json:
-        _print_json(converter.unstructure(status))
+        print_json(converter.unstructure(status))
     else:
         print(f"{status.message}: account {status.account_id}, key {status.api_key_name!r}")
     return EXIT_OK
@@ -188,7 +133,7 @@ async def cmd_account(args: argparse.Namespace) -> int:
     async with _client(args, (await _keys(args))[0]) as client:
         info = await client.account()
     if args.json:
-        _print_json(converter.unstructure(info))
+        print_json(converter.unstructure(info))
     else:
         c = info.credits
         print(f"{info.account.name} <{info.account.email}> ({info.account.id})")
@@ -207,7 +152,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
             page = await client.list_generations(limit=args.limit, offset=args.offset)
             generations = list(page.generations)
     if args.json:
-        _print_json([converter.unstructure(g) for g in generations])
+        print_json([converter.unstructure(g) for g in generations])
         return EXIT_OK
     for g in generations:
         created = g.created_at.isoformat(timespec="seconds") if g.created_at else "?"
@@ -248,7 +193,7 @@ async def cmd_generate(args: argparse.Namespace) -> int:
         _Session.generation = None
         paths = await client.download(generation, args.out)
     if args.json:
-        _print_json({**converter.unstructure(generation), "paths": [str(p) for p in paths]})
+        print_json({**converter.unstructure(generation), "paths": [str(p) for p in paths]})
     else:
         print(f"{generation.generation_id} succeeded ({generation.credit_cost} credits)")
         for path in paths:
@@ -257,227 +202,6 @@ async def cmd_generate(args: argparse.Namespace) -> int:
 
 
 # -- batch ---------------------------------------------------------------------------------------
-class _ResultsFile:
-    """``--results``: one JSON line per job as it finishes, flushed at once (off the loop)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: Any = None
-
-    async def open(self) -> None:
-        import anyio
-
-        try:
-            self._file = await anyio.open_file(self.path, "w", encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--results {self.path}: {exc.strerror or exc}") from None
-
-    async def write(self, result: JobResult) -> None:
-        await self._file.write(json.dumps(_results_line(result), default=str) + "\n")
-        await self._file.flush()
-
-    async def aclose(self) -> None:
-        if self._file is not None:
-            await self._file.aclose()
-
-
-async def run_batch(
-    runner: BatchRunner,
-    jobs: Any,
-    *,
-    total: int | None,
-    as_json: bool,
-    time_scale: float = 1.0,
-    out: Path | None = None,
-    results_file: _ResultsFile | None = None,
-) -> list[JobResult]:
-    """Run a batch with a live display (or JSON lines); print the summary; the results."""
-    console = None if as_json else _console()
-    results: list[JobResult] = []
-    started = time.monotonic()
-
-    async def consume() -> None:
-        async with contextlib.aclosing(runner.run(jobs)) as stream:
-            async for result in stream:
-                results.append(result)
-                if results_file is not None:
-                    await results_file.write(result)
-                if as_json:
-                    _print_json(_result_json(result))
-                elif console is None:
-                    state = "ok" if result.ok else f"{result.status.upper()}: {result.error}"
-                    print(f"{result.job.id}: {state}", flush=True)
-
-    if console is not None:
-        await _with_live_display(console, runner, consume, total)
-    else:
-        await consume()
-    elapsed = time.monotonic() - started
-    summary = _summary(runner, results, elapsed, time_scale, total=total, out=out)
-    if results_file is not None:
-        summary["results"] = str(results_file.path)
-    if as_json:
-        _print_json({"summary": summary})
-    elif console is not None:
-        _render_summary(console, summary, results)
-    else:
-        print(", ".join(f"{k}: {v}" for k, v in summary.items() if v is not None))
-    return results
-
-
-async def _with_live_display(
-    console: Any,
-    runner: BatchRunner,
-    consume: Callable[[], Coroutine[Any, Any, None]],
-    total: int | None,
-) -> None:
-    import anyio
-    from rich.live import Live
-
-    with Live(
-        _progress_view(runner.progress(), total), console=console, refresh_per_second=12
-    ) as live:
-        async with anyio.create_task_group() as tg:
-
-            async def refresh() -> None:
-                while True:
-                    live.update(_progress_view(runner.progress(), total))
-                    await anyio.sleep(1 / 12)
-
-            tg.start_soon(refresh)
-            try:
-                await consume()
-            except Exception as exc:  # re-raised below as itself, not in an ExceptionGroup
-                failure: Exception | None = exc
-            else:
-                failure = None
-            tg.cancel_scope.cancel()
-        live.update(_progress_view(runner.progress(), total))
-    if failure is not None:
-        raise failure
-
-
-def _progress_view(progress: BatchProgress, total: int | None) -> Any:
-    from rich.console import Group
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
-
-    finished = progress.done + progress.failed + progress.expired
-    of = total if total is not None else max(progress.seen, finished)
-    parts = [
-        f"[bold]{finished}/{of}[/] jobs",
-        f"[green]{progress.done} ok[/]",
-        f"[red]{progress.failed} failed[/]",
-    ]
-    if progress.expired:
-        parts.append(f"[yellow]{progress.expired} expired[/]")
-    if progress.from_journal:
-        parts.append(f"({progress.from_journal} from the journal)")
-    parts.append(f"{progress.elapsed:.1f}s")
-    head = Table.grid(padding=(0, 1))
-    head.add_row(ProgressBar(total=max(of, 1), completed=finished, width=40), "  ".join(parts))
-    rows: list[Any] = [head]
-    if progress.max_credits is not None:
-        rows.append(
-            f"credits: {progress.spent} spent + {progress.reserved} in flight"
-            f" of --max-credits {progress.max_credits}"
-        )
-    if progress.stopped:
-        rows.append(f"[yellow]{progress.stopped}[/]")
-    table = Table(box=None, padding=(0, 2), show_edge=False)
-    for column in ("account", "now", "done", "failed", "credits"):
-        table.add_column(
-            column, justify="right" if column in ("done", "failed", "credits") else "left"
-        )
-    for a in progress.accounts:
-        now = f"[red]out: {a.out}[/]" if a.out else a.state
-        table.add_row(a.label, now, str(a.done), str(a.failed), str(a.credits))
-    rows.append(table)
-    return Group(*rows)
-
-
-def _summary(
-    runner: BatchRunner,
-    results: list[JobResult],
-    elapsed: float,
-    time_scale: float,
-    *,
-    total: int | None,
-    out: Path | None,
-) -> dict[str, Any]:
-    """Totals; a throughput in the service's time only for runs long enough to mean it."""
-    statuses = [r.status for r in results]
-    ran = sum(not r.from_journal for r in results if r.submitted_at is not None)
-    clients = [a.client for a in runner._accounts]
-    window = max(c.limits.window for c in clients)
-    summary: dict[str, Any] = {
-        "jobs": len(results),
-        "succeeded": statuses.count("succeeded"),
-        "failed": statuses.count("failed") + statuses.count("download_failed"),
-        "expired": statuses.count("expired"),
-        "from_journal": sum(r.from_journal for r in results),
-        "credits": sum(r.credits for r in results if not r.from_journal),
-        "elapsed_s": round(elapsed, 2),
-        "jobs_per_minute": None,
-        "limit_per_minute": None,
-        "out": str(out) if out is not None and any(r.paths for r in results) else None,
-        "stopped": runner.stopped,
-        "not_started": (total - len(results)) if total is not None else None,
-    }
-    if elapsed >= THROUGHPUT_WINDOWS * window and ran:
-        service_minutes = elapsed / time_scale / 60.0
-        limit = sum(c.limits.submissions * 60.0 * time_scale / c.limits.window for c in clients)
-        summary["jobs_per_minute"] = round(ran / service_minutes, 1)
-        summary["limit_per_minute"] = round(limit, 1)
-    return summary
-
-
-def _render_summary(console: Any, summary: dict[str, Any], results: list[JobResult]) -> None:
-    from rich.table import Table
-
-    failures = [r for r in results if not r.ok]
-    if failures:
-        table = Table(title="jobs not done", title_justify="left")
-        table.add_column("job")
-        table.add_column("status")
-        table.add_column("why")
-        for r in failures[:20]:
-            table.add_row(r.job.id, r.status, str(r.error))
-        if len(failures) > 20:
-            table.add_row("...", "", f"and {len(failures) - 20} more")
-        console.print(table)
-    console.print()
-    table = Table(title="summary", title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for key, label in (
-        ("jobs", "jobs"),
-        ("succeeded", "succeeded"),
-        ("failed", "failed"),
-        ("expired", "expired (not started in time; nothing paid)"),
-        ("from_journal", "from an earlier run"),
-        ("credits", "credits spent"),
-        ("elapsed_s", "elapsed (s)"),
-    ):
-        if summary[key] or key in ("jobs", "succeeded", "failed", "credits", "elapsed_s"):
-            table.add_row(label, str(summary[key]))
-    if summary["jobs_per_minute"] is not None:
-        table.add_row(
-            "throughput (service time)",
-            f"{summary['jobs_per_minute']} jobs/min "
-            f"(the accounts allow {summary['limit_per_minute']:g}/min sustained)",
-        )
-    console.print(table)
-    if summary["out"]:
-        console.print(f"images saved under {summary['out']}/", soft_wrap=True)
-    if summary.get("results"):
-        console.print(f"results by job id in {summary['results']}", soft_wrap=True)
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -530,15 +254,14 @@ def _print_plan(
         credits[model] = None if estimate is None or known is None else known + estimate * count
     for model in per_model:
         credits.setdefault(model, 0)
-    clients = [a.client for a in runner._accounts]
-    limits = clients[0].limits
+    limits = runner.clients[0].limits
     seconds = (
         to_run / (len(usable) * limits.submissions) * limits.window if usable and to_run else 0.0
     )
     known_total = sum(c for c in credits.values() if c is not None)
     unknown = sorted(m for m, c in credits.items() if c is None)
     if args.json:
-        _print_json(
+        print_json(
             {
                 "dry_run": True,
                 "file": args.jobs,
@@ -567,7 +290,7 @@ def _print_plan(
             }
         )
         return
-    print(f"{args.jobs}: {_count(total, 'job')}, every line valid")
+    print(f"{args.jobs}: {plural(total, 'job')}, every line valid")
     width = max(len(m) for m in per_model)
     for model, (jobs, images) in sorted(per_model.items()):
         cost = credits.get(model)
@@ -577,7 +300,7 @@ def _print_plan(
             else "credits unknown (never seen in the accounts' history or the journal)"
         )
         print(
-            f"  {model:<{width}}  {_count(jobs, 'job'):>9}  {_count(images, 'image'):>10}  {price}"
+            f"  {model:<{width}}  {plural(jobs, 'job'):>9}  {plural(images, 'image'):>10}  {price}"
         )
     if states is not None:
         done = total - to_run
@@ -587,7 +310,7 @@ def _print_plan(
         if c.error is not None:
             line = f"balance unknown ({c.error})"
         else:
-            line = _count(c.balance or 0, "credit")
+            line = plural(c.balance or 0, "credit")
             if c.can_afford is False:
                 line += f", can't afford a job ({c.cheapest or 1} credits)"
         print(f"  {c.label}: {line}")
@@ -603,8 +326,8 @@ def _print_plan(
         )
     if usable:
         print(
-            f"time: at least {_duration(seconds)} ({_count(to_run, 'job')} /"
-            f" ({_count(len(usable), 'account')} x {limits.submissions} per"
+            f"time: at least {_duration(seconds)} ({plural(to_run, 'job')} /"
+            f" ({plural(len(usable), 'account')} x {limits.submissions} per"
             f" {limits.window:g} s))"
         )
     else:
@@ -639,7 +362,7 @@ async def cmd_batch(args: argparse.Namespace) -> int:
     if journal is not None and args.dry_run and not journal.path.exists():
         journal = None  # a dry run creates no file: every job is new
     _Session.journal = args.journal
-    results_file = _ResultsFile(Path(args.results)) if args.results and not args.dry_run else None
+    results_file = ResultsFile(Path(args.results)) if args.results and not args.dry_run else None
     clients = [_client(args, key) for key in keys]
     try:
         states: dict[str, int] | None = None
@@ -670,13 +393,16 @@ async def cmd_batch(args: argparse.Namespace) -> int:
             for check in await runner.check_accounts(list(shapes)):
                 if check.can_afford is False:
                     _error(
-                        f"{check.label} has {_count(check.balance or 0, 'credit')}, less than"
+                        f"{check.label} has {plural(check.balance or 0, 'credit')}, less than"
                         f" a job costs ({check.cheapest or 1}): it runs nothing"
                     )
                 elif check.error is not None:
                     _error(f"{check.label}: balance unknown ({check.error})")
         if results_file is not None:
-            await results_file.open()
+            try:
+                await results_file.open()
+            except OSError as exc:
+                raise UsageError(f"--results {args.results}: {exc.strerror or exc}") from None
         start_by = time.time() + args.start_within if args.start_within is not None else None
         jobs = read_jobs(args.jobs, default_model=args.model, start_by=start_by)
         results = await run_batch(
@@ -699,7 +425,7 @@ async def cmd_batch(args: argparse.Namespace) -> int:
     if runner.stopped:
         left = summary.jobs - len(results)
         where = " (pending in the journal: rerun to go on)" if journal is not None else ""
-        _error(f"{runner.stopped}; {_count(left, 'job')} not started{where}")
+        _error(f"{runner.stopped}; {plural(left, 'job')} not started{where}")
         return EXIT_FAILED
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
