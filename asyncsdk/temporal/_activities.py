@@ -48,10 +48,10 @@ import attrs
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from .._batch import Job, _is_account_failure, _is_final
 from .._client import AsyncClient
-from .._errors import GenerationFailedError
+from .._errors import GenerationFailedError, JobExpiredError
 from .._jobfile import read_jobs, scan_file
+from .._jobs import Job, is_account_failure, is_final, is_retryable
 from .._limits import Priority
 from .._models import Generation
 from .._submission import make_label, tag_digits
@@ -87,7 +87,7 @@ def job_spec(job: Job) -> JobSpec:
         params["images"] = [
             os.fspath(i) if isinstance(i, os.PathLike) else i for i in params["images"]
         ]
-    return JobSpec(job.id, job.model, job.prompt, params)
+    return JobSpec(job.id, job.model, job.prompt, params, job.start_by)
 
 
 @attrs.define(eq=False)
@@ -269,8 +269,10 @@ class BatchActivities:
         since = None if info.attempt == 1 else info.scheduled_time.timestamp()
         try:
             account, generation_id = await self._submitted(job, key, since, beat)
+        except JobExpiredError as exc:  # never sent: nothing paid
+            return _outcome(job, info, error=exc, status="expired")
         except Exception as exc:
-            if _is_final(exc):  # refused: nothing was created, and trying again cannot help
+            if is_final(exc):  # refused: nothing was created, and trying again cannot help
                 return _outcome(job, info, error=exc)
             raise
         client = account.client
@@ -283,7 +285,7 @@ class BatchActivities:
         except GenerationFailedError as exc:
             return _outcome(job, info, account, exc.generation, error=exc)
         except Exception as exc:
-            if _is_account_failure(exc):  # e.g. the key was revoked while it ran
+            if is_account_failure(exc):  # e.g. the key was revoked while it ran
                 account.out = exc
                 raise ApplicationError(
                     f"{account.label} is out: {exc}", type="AccountsOut", non_retryable=True
@@ -294,7 +296,7 @@ class BatchActivities:
             try:
                 paths = await client.download(generation, request.download_to, prefix=job.id)
             except Exception as exc:
-                if not _is_final(exc):
+                if not is_final(exc):
                     raise  # the network: the next attempt waits (at once) and downloads
                 return _outcome(job, info, account, generation, error=exc, status="download_failed")
         return _outcome(job, info, account, generation, paths=paths)
@@ -331,6 +333,8 @@ class BatchActivities:
                     reservation,
                 ):
                     account = self._by_client[id(client)]
+                    if since is None and job.start_by is not None and time.time() >= job.start_by:
+                        raise JobExpiredError(job.id, job.start_by)  # never sent late
                     beat.committed = True
                     beat.update(account=account.key)
                     submission = await client.submit(
@@ -343,7 +347,7 @@ class BatchActivities:
                         priority=Priority.BATCH,
                     )
             except Exception as exc:
-                if account is None or not _is_account_failure(exc):
+                if account is None or not is_account_failure(exc):
                     raise
                 account.out = exc  # nothing was created: the others may take the job
                 activity.logger.warning("%s is out of this worker: %s", account.label, exc)
@@ -417,8 +421,6 @@ def _outcome(
     paths: Sequence[Path] = (),
     status: str | None = None,
 ) -> JobOutcome:
-    from .._batch import _is_retryable
-
     if status is None:
         status = "succeeded" if error is None else "failed"
     succeeded = generation is not None and status != "failed"
@@ -432,7 +434,7 @@ def _outcome(
         credits=(generation.credit_cost or 0) if succeeded and generation else 0,
         error=None if error is None else str(error),
         error_code=getattr(error, "code", None),
-        retryable=_is_retryable(error) if error is not None else False,
+        retryable=is_retryable(error) if error is not None else False,
         attempts=info.attempt,
         finished_at=time.time(),
     )

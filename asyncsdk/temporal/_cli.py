@@ -360,14 +360,15 @@ async def _follow(
     from temporalio.exceptions import CancelledError
     from temporalio.service import RPCError
 
-    from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _console
+    from .._display import rich_console
+    from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
     from ._worker import follow
     from ._workflow import BatchWorkflow
 
     handle: WorkflowHandle[Any, BatchResult] = temporal.get_workflow_handle_for(
         BatchWorkflow.run, workflow_id
     )
-    console = None if args.json else _console()
+    console = None if args.json else rich_console()
     last: list[BatchProgress] = []
     outcome: dict[str, Any] = {}
 
@@ -449,10 +450,10 @@ async def _live(
     import anyio
     from rich.live import Live
 
-    from ..cli import _progress_view
+    from .._display import progress_view
 
     def view() -> Any:
-        return _progress_view(*_as_batch_progress(last[-1] if last else None, started))
+        return progress_view(*_as_batch_progress(last[-1] if last else None, started))
 
     with Live(view(), console=console, refresh_per_second=8) as live:
         async with anyio.create_task_group() as tg:
@@ -470,8 +471,8 @@ async def _live(
 
 def _as_batch_progress(progress: BatchProgress | None, started: float | None) -> tuple[Any, int]:
     """The workflow's progress as ``asyncsdk batch``'s display shows it."""
-    from .._batch import AccountProgress
-    from .._batch import BatchProgress as LocalProgress
+    from .._jobs import AccountProgress
+    from .._jobs import BatchProgress as LocalProgress
 
     if progress is None:
         return LocalProgress(0, 0, 0, 0, (), 0.0), 0
@@ -507,7 +508,7 @@ def _summary(
     time_scale: float,
     started: float | None,
 ) -> dict[str, Any]:
-    from ..cli import THROUGHPUT_WINDOWS
+    from .._display import THROUGHPUT_WINDOWS
 
     summary: dict[str, Any] = {"workflow_id": workflow_id}
     if progress is None:

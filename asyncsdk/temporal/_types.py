@@ -38,13 +38,15 @@ class JobSpec:
 
     ``params`` are the other arguments of :meth:`asyncsdk.AsyncClient.submit` (``name``,
     ``output_number``, ``aspect_ratio``, ``images`` as URLs or paths the workers can read,
-    model extras); they must be JSON values.
+    model extras); they must be JSON values. ``start_by`` (Unix time): a job no account could
+    start by then ends ``expired``, never sent.
     """
 
     id: str
     model: str
     prompt: str
     params: dict[str, Any] = field(default_factory=dict)
+    start_by: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ class JobOutcome:
     """What became of one job (one line of the results, keyed by ``id``).
 
     :ivar status: ``succeeded``, ``failed``, ``download_failed`` (paid for, images not
-        saved) or ``cancelled`` (the workflow was cancelled before it was sent: not paid).
+        saved), ``expired`` (not started by its ``start_by``: not paid) or ``cancelled`` (the
+        workflow was cancelled before it was sent: not paid).
     :ivar retryable: whether running the job again could succeed.
     :ivar attempts: the activity attempt that ended it (1 unless a worker died or the
         network failed on the way).
@@ -141,10 +144,10 @@ class AccountTally:
 class BatchProgress:
     """Where a batch stands (the workflow's ``progress`` query), over all its runs.
 
-    ``total`` is the number of jobs (``None`` until a file's jobs are counted);
-    ``done`` succeeded, ``failed`` failed or ``download_failed``, ``cancelled`` were never
-    sent; ``running`` are in flight (sent, or waiting for an account); ``retries`` counts
-    the extra attempts the finished jobs took (a worker died, the network failed). Times
+    ``total`` is the number of jobs (``None`` until a file's jobs are counted); ``done``
+    succeeded; ``failed`` failed, ended ``download_failed`` or ``expired``; ``cancelled`` were
+    never sent; ``running`` are in flight (sent, or waiting for an account); ``retries``
+    counts the extra attempts the finished jobs took (a worker died, the network failed). Times
     are Unix seconds of the workflow's clock; ``runs`` counts continue-as-new runs.
     """
 

@@ -21,8 +21,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from .._batch import Job
 from .._client import AsyncClient
+from .._jobs import Job
 from ._activities import BatchActivities, file_fingerprint, job_spec
 from ._types import (
     DEFAULT_TASK_QUEUE,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,23 @@ async def test_a_list_of_jobs_returns_outcomes_by_job_id_and_runs_once(
         assert outcome.ok and outcome.attempts == 1
         assert outcome.generation_id == records[job.prompt]["generationId"]
         assert outcome.account in ("account 1", "account 2")
+
+
+async def test_a_job_past_its_start_by_expires_unpaid(temporal: Client, task_queue: str) -> None:
+    jobs = [
+        asyncsdk.Job(MODEL, "a late kite", id="late", start_by=time.time() - 1),
+        asyncsdk.Job(MODEL, "a kite on time", id="on-time", start_by=time.time() + 60),
+    ]
+    async with Emulator(accounts=1, **SERVICE) as emu, running(temporal, emu, task_queue):
+        handle = await start_batch(temporal, jobs, options=OPTIONS, task_queue=task_queue)
+        with anyio.fail_after(30):
+            result = await handle.result()
+    assert result.results is not None
+    late, on_time = result.results["late"], result.results["on-time"]
+    assert late.status == "expired" and late.retryable and late.generation_id is None
+    assert on_time.ok
+    assert result.progress.failed == result.progress.done == 1
+    one_generation_per_prompt(emu, ["a kite on time"])  # the late one was never sent
 
 
 async def test_cancelling_finishes_the_jobs_already_sent_and_starts_no_new_one(
