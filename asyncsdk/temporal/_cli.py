@@ -140,8 +140,8 @@ def add_commands(
     p.add_argument(
         "--by-path",
         action="store_true",
-        help=f"pass the file's path, not its jobs (the workers must see it; always past"
-        f" {INLINE_JOBS} jobs)",
+        help=f"pass the file's path, not its jobs: the workers must see it (default: the jobs"
+        f" themselves, up to {INLINE_JOBS}; the path past that)",
     )
     p.add_argument(
         "--max-in-flight",
@@ -164,7 +164,11 @@ def add_commands(
         help="a job whose worker went silent this long is retried elsewhere (default: 30,"
         " scaled by --time-scale)",
     )
-    p.add_argument("--detach", action="store_true", help="start it, print its id, do not follow it")
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="start it, print its id, do not follow it (default: follow it to its end)",
+    )
     p.set_defaults(run=cmd_batch)
 
     for name, run, what in (
