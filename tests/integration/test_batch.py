@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import json
@@ -528,3 +529,66 @@ async def test_retry_failed_runs_again_only_what_retrying_could_help(tmp_path: P
     assert retried["crash"].ok and not retried["crash"].from_journal
     assert retried["nsfw"].from_journal and not retried["nsfw"].ok
     assert retried["fine"].from_journal and retried["fine"].ok
+
+
+# -- leaving early, and whose journal it is ------------------------------------------------------
+@pytest.mark.parametrize("when", ["waiting for a result", "winding down after a break"])
+async def test_cancelling_the_consumer_cancels_it_and_the_rerun_pays_once(
+    tmp_path: Path, when: str
+) -> None:
+    journal = tmp_path / "j.sqlite"
+    jobs = [Job(MODEL, f"cancel {i}", id=f"cancel-{i}") for i in range(8)]
+    async with Emulator(accounts=2, starting_time=0.02, processing_time=0.1, window=1.0) as emu:
+        clients = [client_for(emu, t) for t in emu.tokens]
+        first: list[asyncsdk.JobResult] = []
+        went_on = False
+
+        async def consume() -> None:
+            nonlocal went_on
+            async with contextlib.aclosing(BatchRunner(clients, journal=journal).run(jobs)) as run:
+                async for result in run:
+                    first.append(result)
+                    if len(first) == 2:
+                        # Lands at the consumer's next wait: for the next result, or for the
+                        # runner's workers to wind down after the break.
+                        asyncio.get_running_loop().call_soon(consumer.cancel)
+                        if when == "winding down after a break":
+                            break
+            went_on = True  # only if the cancellation was swallowed
+
+        consumer = asyncio.ensure_future(consume())
+        with anyio.fail_after(10):
+            await asyncio.wait({consumer})
+        assert consumer.cancelled() and not went_on and len(first) == 2
+        second = await run_all(BatchRunner(clients, journal=journal), jobs)
+        for c in clients:
+            await c.aclose()
+        names = collections.Counter(g["name"] for t in emu.tokens for g in emu.generations(t))
+    assert len(second) == 8 and all(r.ok for r in second)
+    assert {r.job.id for r in first} <= {r.job.id for r in second if r.from_journal}
+    assert sum(emu.stats.created.values()) == 8 and sorted(names.values()) == [1] * 8
+
+
+async def test_a_journal_handed_in_is_never_closed_one_opened_from_a_path_is(
+    tmp_path: Path,
+) -> None:
+    store = Journal(tmp_path / "given.sqlite")
+    jobs = [Job(MODEL, f"own {i}", id=f"own-{i}") for i in range(3)]
+    async with quick(accounts=1) as emu, client_for(emu) as client:
+        assert len(await run_all(BatchRunner([client], journal=store), jobs)) == 3
+        assert store.is_open
+        with pytest.raises(ValueError, match="differs from the job recorded"):  # refused first
+            await run_all(BatchRunner([client], journal=store), [Job(MODEL, "new", id="own-0")])
+        assert store.is_open
+        more = [Job(MODEL, f"more {i}", id=f"more-{i}") for i in range(3)]
+        async with contextlib.aclosing(BatchRunner([client], journal=store).run(more)) as run:
+            async for _ in run:
+                break  # left early
+        assert store.is_open
+        entry = await store.get("own-0")
+        assert entry is not None and entry.state == "succeeded"
+        owned = BatchRunner([client], journal=tmp_path / "owned.sqlite")
+        assert len(await run_all(owned, jobs)) == 3
+        assert owned._journal is not None and not owned._journal.is_open
+    await store.aclose()
+    assert not store.is_open
