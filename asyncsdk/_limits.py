@@ -324,7 +324,7 @@ class Gate(Protocol):
 
 
 @contextlib.contextmanager
-def counting(counts: collections.Counter[str], key: str) -> Iterator[None]:
+def tally(counts: collections.Counter[str], key: str) -> Iterator[None]:
     """Count ``key`` in ``counts`` while the block runs (at zero the key is removed), e.g.
     the ``watch()`` loops following a generation in this process."""
     counts[key] += 1
@@ -495,7 +495,7 @@ class LocalAccountGate:
                 self._take(hold, generation_id)
 
     def watching(self, generation_id: str) -> contextlib.AbstractContextManager[None]:
-        return counting(self._watched, generation_id)
+        return tally(self._watched, generation_id)
 
     # -- admission ---------------------------------------------------------------------------
     async def acquire(

@@ -123,8 +123,8 @@ from .._limits import (
     Probe,
     capped_hint,
     check_deadline,
-    counting,
     resets_in_seconds,
+    tally,
 )
 from ._scripts import SCRIPTS, AcquireReply, RenewReply, Reply, Snapshot, parse
 
@@ -704,7 +704,7 @@ class RedisAccountGate:
     def watching(self, generation_id: str) -> contextlib.AbstractContextManager[None]:
         # Other processes learn it with the next renewal of the lease (``w``).
         self._activate()
-        return counting(self._watched, generation_id)
+        return tally(self._watched, generation_id)
 
     # -- admission ---------------------------------------------------------------------------
     async def acquire(
