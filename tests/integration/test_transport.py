@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -57,6 +58,29 @@ async def echo_auth(request: web.Request) -> web.Response:
     )
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+async def trickle(request: web.Request) -> web.StreamResponse:
+    """An image sent in pieces for 0.8 s, never idle for more than 0.1 s."""
+    response = web.StreamResponse(headers={"Content-Type": "image/png"})
+    await response.prepare(request)
+    for i in range(0, len(PNG), 9):
+        await response.write(PNG[i : i + 9])
+        await asyncio.sleep(0.1)
+    await response.write_eof()
+    return response
+
+
+async def stall(request: web.Request) -> web.StreamResponse:
+    """The first bytes of an image, then nothing."""
+    response = web.StreamResponse(headers={"Content-Type": "image/png"})
+    await response.prepare(request)
+    await response.write(PNG[:9])
+    await asyncio.sleep(5)
+    return response
+
+
 @pytest.fixture
 async def base_url() -> AsyncIterator[str]:
     app = web.Application()
@@ -68,6 +92,8 @@ async def base_url() -> AsyncIterator[str]:
     app.router.add_get("/api/v1/image-generation/slow", slow)
     app.router.add_get("/api/v1/image-generation/hangup", hang_up)
     app.router.add_get("/api/v1/image-generation/evolving", evolving)
+    app.router.add_get("/files/trickle.png", trickle)
+    app.router.add_get("/files/stall.png", stall)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -135,3 +161,33 @@ async def test_a_session_passed_in_is_not_closed(base_url: str) -> None:
 async def test_unknown_states_do_not_break_the_stream(client: AsyncClient) -> None:
     seen = [g.status.value async for g in client.watch("evolving", poll_interval=0.001)]
     assert seen == ["starting", "queued", "warming-up", "processing", "succeeded"]
+
+
+def image_at(base_url: str, name: str) -> asyncsdk.Generation:
+    origin = base_url.removesuffix("/api/v1")
+    return asyncsdk.Generation(
+        "g-" + name, asyncsdk.GenerationStatus.SUCCEEDED, output_images=(f"{origin}/files/{name}",)
+    )
+
+
+async def test_a_download_is_bounded_by_idle_time_not_by_its_length(
+    client: AsyncClient, base_url: str, tmp_path: Path
+) -> None:
+    # 0.8 s in all with the client's 0.3 s timeout: bytes keep coming, so it completes.
+    (path,) = await client.download(image_at(base_url, "trickle.png"), tmp_path)
+    assert path.read_bytes() == PNG
+    with pytest.raises(asyncsdk.APITimeoutError) as caught:
+        await client.download(image_at(base_url, "stall.png"), tmp_path / "stalled")
+    assert "?" not in str(caught.value)
+    assert not list((tmp_path / "stalled").iterdir())  # no partial file left behind
+
+
+async def test_a_timeout_error_of_the_callers_own_code_is_not_the_transports(
+    client: AsyncClient, base_url: str
+) -> None:
+    url = image_at(base_url, "trickle.png").output_images[0]
+    with pytest.raises(TimeoutError) as caught:
+        async with client._transport.stream(url) as (_, chunks):
+            async for _ in chunks:
+                raise TimeoutError("the caller's own deadline")
+    assert not isinstance(caught.value, asyncsdk.APITimeoutError)
