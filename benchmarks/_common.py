@@ -8,7 +8,10 @@
   ``benchmarks/RESULTS.md`` records.
 - :class:`EmulatorProcess` runs the emulator in another process (``benchmarks._server``) and
   reads its counters; :func:`limits_for` gives the client the same compressed limits.
-- :class:`LoopLag` and :func:`memory` measure the client process itself.
+- :class:`LoopLag`, :func:`memory` and :class:`Sockets` measure the client process itself.
+- :func:`summary` notes one row of issue 12's table (the SDK's figure, the baseline measured
+  in the same run, the target); ``python -m benchmarks`` gathers them into one table at the
+  end. A benchmark prints its rows after its tables, as Markdown comments.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,9 +40,11 @@ from asyncsdk import Limits
 
 __all__ = [
     "ROOT",
+    "SUMMARY_PREFIX",
     "EmulatorProcess",
     "LoopLag",
     "ServerStats",
+    "Sockets",
     "Spread",
     "Table",
     "interleaved",
@@ -48,7 +54,9 @@ __all__ = [
     "parse_args",
     "percentile",
     "progress",
+    "emit_summaries",
     "run_main",
+    "summary",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +154,7 @@ class ServerStats:
     created: int
     max_in_progress: int
     requests: Mapping[str, int]
+    double_charged: int = 0
 
     @property
     def served_429s(self) -> int:
@@ -154,6 +163,10 @@ class ServerStats:
     @property
     def polls(self) -> int:
         return self.requests.get("GET /api/v1/image-generation/{generationId}", 0)
+
+    @property
+    def total_requests(self) -> int:
+        return sum(n for route, n in self.requests.items() if "/_bench/" not in route)
 
 
 def limits_for(
@@ -230,7 +243,11 @@ class EmulatorProcess:
     async def stats(self) -> ServerStats:
         data = await self._call("GET", "/_bench/stats")
         return ServerStats(
-            data["throttled"], data["created"], data["max_in_progress"], data["requests"]
+            data["throttled"],
+            data["created"],
+            data["max_in_progress"],
+            data["requests"],
+            data.get("double_charged", 0),
         )
 
     async def reset(self) -> None:
@@ -267,6 +284,45 @@ class LoopLag:
     def p(self, q: float) -> float:
         """The ``q``-th percentile of the lag, in seconds."""
         return percentile(self.samples, q)
+
+
+class Sockets:
+    """The most sockets this process had open at once while the block ran, sampled by a
+    thread (the count costs the loop nothing): ``async with Sockets() as sockets: ...;
+    sockets.peak``. ``counter`` counts them (default: every socket descriptor)."""
+
+    def __init__(self, counter: Callable[[], int] | None = None, period: float = 0.05) -> None:
+        self.counter = counter or (lambda: len(Sockets.inodes()))
+        self.period = period
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def inodes() -> set[str]:
+        """The inodes of this process's sockets, as ``/proc/net/tcp`` spells them."""
+        found = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/self/fd/{fd}")
+                if target.startswith("socket:["):
+                    found.add(target[8:-1])
+        return found
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.period):
+            self.peak = max(self.peak, self.counter())
+
+    async def __aenter__(self) -> Sockets:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        self.peak = max(self.peak, self.counter())
 
 
 def memory() -> dict[str, float]:
@@ -313,6 +369,24 @@ def machine_facts() -> dict[str, str]:
 # -- the command line of one benchmark ---------------------------------------------------------
 
 
+SUMMARY_PREFIX = "<!-- summary: "
+_SUMMARIES: list[dict[str, Any]] = []
+
+
+def summary(figure: str, sdk: str, baseline: str, target: str, met: bool | None) -> None:
+    """Note one row of issue 12's table (``met=None``: no target here)."""
+    _SUMMARIES.append(
+        {"figure": figure, "sdk": sdk, "baseline": baseline, "target": target, "met": met}
+    )
+
+
+def emit_summaries() -> None:
+    """Print the rows noted so far, one Markdown comment each (after the tables)."""
+    for row in _SUMMARIES:
+        print(SUMMARY_PREFIX + json.dumps(row) + " -->", flush=True)
+    _SUMMARIES.clear()
+
+
 def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
@@ -331,3 +405,4 @@ def run_main(
     tables = asyncio.run(run(args.quick))
     for table in tables:
         print(table.render(), flush=True)
+    emit_summaries()

@@ -12,6 +12,10 @@
 - ``GET /_bench/stats``: the emulator's counters (429s served, generations created, the most in
   progress at once, requests by route), so a client process can check "zero 429s served";
 - ``POST /_bench/reset``: zero those counters between repetitions;
+- ``--drop-after P`` (with ``--chaos-seed``): each submission's answer is lost after the
+  generation was created with probability ``P`` (the emulator's seeded ``chaos()``), and the
+  counters tell how many jobs were charged twice (``double_charged``: a second generation with
+  the same prompt on the same account);
 - ``--webhook-url`` / ``--webhook-secret``: signed webhook deliveries, as the stock emulator's
   ``webhook_url`` / ``webhook_secret``.
 """
@@ -58,7 +62,20 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jitter", type=float, default=0.0)
     parser.add_argument("--webhook-url", default=None)
     parser.add_argument("--webhook-secret", default=None)
+    parser.add_argument("--drop-after", type=float, default=0.0)
+    parser.add_argument("--chaos-seed", type=int, default=1)
     return parser.parse_args(argv)
+
+
+def _double_charged(emulator: Emulator) -> int:
+    """Generations beyond the first with the same prompt on the same account, since the last
+    reset (every job of a benchmark has a prompt of its own)."""
+    extra = 0
+    for token, created in emulator.stats.created.items():
+        if created > 1:
+            prompts = [g["prompt"] for g in emulator.generations(token)][-created:]
+            extra += len(prompts) - len(set(prompts))
+    return extra
 
 
 def _stats(emulator: Emulator) -> dict[str, Any]:
@@ -72,6 +89,7 @@ def _stats(emulator: Emulator) -> dict[str, Any]:
         "created": sum(stats.created.values()),
         "max_in_progress": max(stats.max_in_progress.values(), default=0),
         "requests": {f"{method} {route}": n for (method, route), n in stats.requests.items()},
+        "double_charged": _double_charged(emulator),
     }
 
 
@@ -99,6 +117,8 @@ async def _serve(args: argparse.Namespace) -> None:
         emulator.stats.reset()
         return web.json_response({"reset": True})
 
+    if args.drop_after > 0:
+        emulator.faults.chaos(args.chaos_seed, drop_after=args.drop_after)
     emulator.app.router.add_get("/_bench/stats", stats)
     emulator.app.router.add_post("/_bench/reset", reset)
     async with emulator:
