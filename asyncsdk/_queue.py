@@ -216,9 +216,11 @@ class JobQueue:
     async def watch_deadlines(self, must_submit: MustSubmit) -> None:
         """Until the queue is drained: report the jobs whose start deadline passes while
         every account is busy (run it in a task of its own)."""
-        while not self.drained.is_set():
+        while True:
             await self.look_ahead()  # the next job's deadline is known while all are busy
-            change = self.change
+            change = self.change  # taken before the checks: a later mutation sets it
+            if self.drained.is_set():
+                return
             due = self.next_deadline()
             if due is not None and self._clock() >= due:
                 await self.expire_due(must_submit)

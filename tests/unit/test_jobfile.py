@@ -113,3 +113,73 @@ def test_bad_encoding_and_csv_are_reported_as_job_file_errors(tmp_path: Path) ->
     wide = write(tmp_path, "wide.csv", "prompt\na,b\n")
     with pytest.raises(JobFileError, match=r"wide.csv:2: more cells than the header"):
         scan_file(wide)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"prompt": ""}', "prompt: required, a non-empty string"),
+        ('{"prompt": "' + "x" * 2001 + '"}', "prompt: at most 2000 characters, got 2001"),
+        ('{"prompt": "a", "model": "nano-banana"}', "model: must look like 'lab/model'"),
+        ('{"prompt": "a", "id": ""}', "id: must be a non-empty string"),
+        ('{"prompt": "a", "output_number": 5}', "output_number: an integer from 1 to 4, got 5"),
+        ('{"prompt": "a", "output_number": true}', "output_number: an integer from 1 to 4"),
+        ('{"prompt": "a", "aspect_ratio": "7:3"}', "aspect_ratio: one of "),
+        ('{"prompt": "a", "output_format": "gif"}', "output_format: one of png, jpg, webp"),
+        ('{"prompt": "a", "name": "ab"}', "name: 3 to 30 characters, got 'ab'"),
+        ('{"prompt": "a", "images": []}', "images: 1 to 10 images, got 0"),
+        ('{"prompt": "a", "images": [1, 2]}', "images: a list of paths or URLs"),
+        ('{"prompt": "a", "image_input": ["x.png"]}', "image_input: use the field 'images'"),
+        ('{"prompt": "a"', "not valid JSON"),
+        ('["a", "list"]', "each line must be a JSON object"),
+    ],
+)
+def test_a_bad_field_is_refused_naming_the_file_the_line_and_the_field(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    path = write(tmp_path, "jobs.jsonl", '# a comment\n{"prompt": "fine"}\n\n' + line + "\n")
+    with pytest.raises(JobFileError) as caught:
+        scan_file(path)
+    assert caught.value.line == 4  # comments and blank lines still count as lines
+    assert str(caught.value).startswith(f"{path}:4: {problem}")
+
+
+def test_csv_cells_read_as_json_values_and_images_split_on_bars(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "jobs.csv",
+        "prompt,output_number,seed,upscale,style,images\n"
+        'a kite,2,42,true,"{""not"": json",in/a.png | https://x.test/b.png\n',
+    )
+    (job,) = read_jobs(path)
+    assert job.output_number == 2
+    assert dict(job.params) == {
+        "output_number": 2,
+        "seed": 42,
+        "upscale": True,
+        "style": '{"not": json',  # not JSON: kept as text
+        "images": ["in/a.png", "https://x.test/b.png"],
+    }
+
+
+def test_a_csv_without_a_prompt_column_and_other_suffixes_are_refused(tmp_path: Path) -> None:
+    headless = write(tmp_path, "jobs.csv", "id,text\nk1,a kite\n")
+    with pytest.raises(JobFileError, match=r"jobs.csv:1: the header row must name a 'prompt'"):
+        scan_file(headless)
+    other = write(tmp_path, "jobs.txt", '{"prompt": "a kite"}\n')
+    with pytest.raises(JobFileError, match=r"use a \.jsonl or \.csv file") as caught:
+        scan_file(other)
+    assert caught.value.line is None
+
+
+def test_jobs_are_read_lazily_and_the_default_model_applies(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "jobs.jsonl",
+        '{"prompt": "a"}\n{"prompt": "b", "model": "bfl/flux-schnell"}\n{"prompt": ""}\n',
+    )
+    jobs = read_jobs(path, default_model="lab/default")
+    first = next(jobs)  # the bad third line is not read yet
+    assert (first.model, next(jobs).model) == ("lab/default", "bfl/flux-schnell")
+    with pytest.raises(JobFileError, match=r"jobs.jsonl:3: prompt"):
+        next(jobs)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from asyncsdk import Job
-from asyncsdk._journal import Journal, difference
+from asyncsdk._journal import Journal, JournalState, difference
 
 pytestmark = pytest.mark.anyio
 
@@ -106,3 +106,64 @@ async def test_failed_rows_say_whether_retrying_could_help(tmp_path: Path) -> No
     again = await journal.get("a")
     assert again is not None and again.state == "submitting" and again.retryable is None
     await journal.aclose()
+
+
+async def test_a_row_walks_through_the_states_and_the_file_keeps_their_strings(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    walked: list[JournalState] = []
+
+    async def state() -> JournalState:
+        entry = await journal.get("w")
+        assert entry is not None
+        walked.append(entry.state)
+        return entry.state
+
+    await journal.submitting("w", account="a", tag="w~1", prompt="p", request="{}")
+    assert await state() is JournalState.SUBMITTING
+    assert [e.id for e in await journal.in_flight()] == ["w"]
+    await journal.pending("w", "connection refused")  # nothing was created: back to the queue
+    await state()
+    assert await journal.in_flight() == []
+    await journal.submitting("w", account="b", tag="w~2", prompt="p")  # sent again
+    await journal.submitted("w", "g-2")
+    await state()
+    assert [(e.id, e.generation_id, e.account) for e in await journal.in_flight()] == [
+        ("w", "g-2", "b")
+    ]
+    await journal.downloading("w", {"generationId": "g-2", "status": "succeeded"})
+    await state()
+    await journal.succeeded("w", {"generationId": "g-2", "status": "succeeded"}, ["out/w-1.png"])
+    entry = await journal.get("w")
+    assert entry is not None and (entry.state, entry.paths, entry.attempts) == (
+        JournalState.SUCCEEDED, ("out/w-1.png",), 2,
+    )  # fmt: skip
+    assert entry.error is None and entry.request == "{}"  # kept from the first submission
+    assert walked == ["submitting", "pending", "submitted", "downloading"]
+    await journal.aclose()
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:  # on disk: the plain strings
+        assert db.execute("SELECT state, typeof(state) FROM jobs").fetchall() == [
+            ("succeeded", "text")
+        ]
+
+
+async def test_a_journal_opens_on_first_use_and_again_after_aclose(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "sub" / "j.sqlite")
+    assert not journal.is_open and not journal.path.exists()
+    await journal.pending("a")
+    assert journal.is_open and journal.path.exists()
+    await journal.aclose()
+    assert not journal.is_open
+    entry = await journal.get("a")  # a later call opens it again
+    assert entry is not None and entry.state is JournalState.PENDING and journal.is_open
+    await journal.aclose()
+
+
+async def test_a_file_that_is_not_a_journal_is_refused_and_left_closed(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite"
+    path.write_bytes(b"these are not the pages of a database" * 100)
+    journal = Journal(path)
+    with pytest.raises(sqlite3.DatabaseError):
+        await journal.get("a")
+    assert not journal.is_open
