@@ -7,7 +7,39 @@
 ...         print(await client.download(generation, "out"))
 
 The public surface is this module: every name below is re-exported explicitly from a private
-module (``_client``, ``_errors``, ...), and tracebacks show them as ``asyncsdk.Name``.
+module, and tracebacks show them as ``asyncsdk.Name``. Where each concern lives::
+
+    the client, one account
+      _client.py      AsyncClient: configuration, key hygiene, lifecycle; composes the rest
+      _transport.py   the only module that touches aiohttp: the shared pool, the error seam
+      _reads.py       status, account, lists, records, and the one retry policy (_retry.py)
+      _request.py     a submission's arguments, checked, and its tag
+      _submission.py  the submission protocol: reserve → send → created / nothing / unknown
+      _watch.py       watch() / wait(), bounded by the service's deadline; _polling.py plans
+                      the polls, _wakeups.py takes webhook deliveries (notify())
+      _downloads.py   output images, atomically
+      _telemetry.py   OpenTelemetry spans and metrics (the otel extra); _logs.py: ASYNCSDK_LOG
+    the limits
+      _config.py      Limits and every default; the environment is read here only
+      _limits.py      the gate protocol and the in-process gate (window, slot, lanes, probe)
+      _redis/         RedisGate: the same gate across processes, Lua scripts in files
+    data
+      _models.py      frozen attrs records; _wire.py: the one cattrs converter
+      _errors.py      the error tree, the code → class table, redaction of server text
+      _images.py      image inputs (URLs, files, bytes → data: URIs)
+    batches
+      _jobs.py        Job, JobResult and the error policy of a job
+      _queue.py       the job queue (handed-back jobs first, the source read lazily)
+      _budget.py      prices learnt and the credit cap
+      _journal.py     the SQLite journal that makes reruns pay once
+      _batch.py       BatchRunner: one worker per account slot, pulling jobs
+      _jobfile.py     JSON Lines / CSV job files
+    around it
+      cli.py, _display.py, _demo.py   the ``asyncsdk`` command
+      webhooks.py     verify() / sign() webhook deliveries
+      emulator/       the embedded BabySea emulator (its own docstring maps it)
+      testing/        the pytest plugin for users' tests
+      temporal/       durable batches on Temporal (the temporal extra)
 """
 
 import importlib as _importlib

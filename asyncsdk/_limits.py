@@ -44,7 +44,9 @@ ones, so batch work is never starved.
 account longer than the limits it publishes (:func:`capped_hint`).
 
 The settle verbs of a :class:`Permit` are called only by :mod:`asyncsdk._submission`, whose
-:class:`~asyncsdk._submission.Reservation` settles on every path. State lives behind :class:`Gate` / :class:`AccountGate` so that another backend (Redis, for
+:class:`~asyncsdk._submission.Reservation` settles on every path.
+
+State lives behind :class:`Gate` / :class:`AccountGate` so that another backend (Redis, for
 many processes) can hold it; :class:`LocalGate` is the in-process one, shared by every client
 in the process that uses the same account. Time comes from an injectable :class:`Clock`, so
 the unit tests run on a fake clock without sockets.
