@@ -53,7 +53,7 @@ from ._limits import AccountGate, Gate, Priority, local_gate
 from ._models import AccountInfo, ApiStatus, Generation, GenerationPage, Submission
 from ._polling import DurationModel
 from ._reads import Reader
-from ._request import build_request
+from ._request import FIELDS, build_request
 from ._retry import retrying
 from ._submission import Request, Reservation, Submitter
 from ._telemetry import make_telemetry
@@ -369,19 +369,7 @@ class AsyncClient:
 
     async def _request(self, model: str, prompt: str, **options: Any) -> Request:
         """A checked request (the arguments of :meth:`submit` but the sending ones)."""
-        extra = {
-            k: options.pop(k)
-            for k in list(options)
-            if k
-            not in (
-                "name",
-                "output_number",
-                "aspect_ratio",
-                "output_format",
-                "images",
-                "idempotency_key",
-            )
-        }
+        extra = {k: options.pop(k) for k in list(options) if k not in FIELDS}
         return await build_request(model, prompt, **options, extra=extra)
 
     async def submit(

@@ -22,9 +22,19 @@ from ._errors import BadRequestError
 from ._images import Images, image_inputs
 from ._submission import Request, make_label, tag_digits
 
-__all__ = ["PARAMETERS", "build_request"]
+__all__ = ["FIELDS", "PARAMETERS", "build_request"]
 
 MODEL_ID: Final = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.:-]+$")
+#: The keywords of :func:`build_request` that are fields of the request (the rest of a
+#: submission's keywords are model extras).
+FIELDS: Final = (
+    "name",
+    "output_number",
+    "aspect_ratio",
+    "output_format",
+    "images",
+    "idempotency_key",
+)
 #: Every keyword a submission takes; a close miss of one of them is a typo, not an extra.
 PARAMETERS: Final = (
     "name",

@@ -384,15 +384,9 @@ class Submitter:
             return attrs.evolve(submission, tag=request.tag)
         # Sent, and no readable answer: the outcome is unknown. Whatever the service created,
         # it created before now: the settle time counts from here.
-        unknown_at = time.time()
         logger.info("submission %s: no readable answer (%s); looking for it", request.tag, cause)
-        await reservation._settle(_Phase.UNKNOWN, "unanswered", request.tag, unknown_at)
-        found = await self._resolve(request, sent_at, cause, unknown_at=unknown_at)
-        if found is None:
-            await reservation._settle(_Phase.SETTLED, "abandon")
-            return cause
-        await self._adopt(reservation, found)
-        return self._adopted(found, request)
+        found = await self._settle_unknown(reservation, request, sent_at, cause, sent_at)
+        return cause if found is None else found
 
     async def _recover(
         self,
@@ -406,25 +400,35 @@ class Submitter:
         if reservation is None:
             await current.__aenter__()
         try:
-            # Any earlier send happened before now: that is when its settle time starts.
+            # Any earlier send happened before now: the look settles from here.
             sent_at = current._sending(request.tag)
-            await current._settle(_Phase.UNKNOWN, "unanswered", request.tag, sent_at)
-            found = await self._resolve(request, sent_at, None, since=since)
-            if found is None:
-                await current._settle(_Phase.SETTLED, "abandon")
-                return None
-            await self._adopt(current, found)
-            return self._adopted(found, request)
+            return await self._settle_unknown(current, request, sent_at, None, since)
         finally:
             await current.close()
 
-    @staticmethod
-    async def _adopt(reservation: Reservation, found: Generation) -> None:
-        """The generation found holds the slot, unless it has ended already."""
-        if found.status.is_terminal:
+    async def _settle_unknown(
+        self,
+        reservation: Reservation,
+        request: Request,
+        sent_at: float,
+        cause: AsyncSDKError | None,
+        since: float,
+    ) -> Submission | None:
+        """The outcome is unknown: hold the slot under the tag while looking; then adopt
+        what was found (``Submission``), or free the slot (``None``: nothing was created).
+        Whatever the service created, it created before now: the settle time counts from
+        here. :class:`SubmissionUnknownError` leaves the reservation unknown (an orphan)."""
+        unknown_at = time.time()
+        await reservation._settle(_Phase.UNKNOWN, "unanswered", request.tag, unknown_at)
+        found = await self._resolve(request, sent_at, cause, since=since, unknown_at=unknown_at)
+        if found is None:
+            await reservation._settle(_Phase.SETTLED, "abandon")
+            return None
+        if found.status.is_terminal:  # it has ended already: it holds no slot
             await reservation._settle(_Phase.SETTLED, "abandon")
         else:
             await reservation._settle(_Phase.SETTLED, "adopt", found.generation_id)
+        return self._adopted(found, request)
 
     def _adopted(self, found: Generation, request: Request) -> Submission:
         if request.idempotency_key is not None and found.prompt not in (None, request.prompt):
