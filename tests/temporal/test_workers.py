@@ -223,11 +223,11 @@ async def run_killing(
         emu,
         make_workers(server, redis, emu, keys_file(emu), task_queue, tmp_path) as workers,
     ):
-        processes = await workers.start(3)
-        handle = await start_batch(
-            temporal, jobs, options=OPTIONS, task_queue=task_queue, task_timeout=1.0
-        )
         try:
+            processes = await workers.start(3)
+            handle = await start_batch(
+                temporal, jobs, options=OPTIONS, task_queue=task_queue, task_timeout=1.0
+            )
             with anyio.fail_after(120):
                 await until(lambda: created(emu) >= 6)
                 if hold == "answer":  # kill once the generation exists, before its answer
