@@ -660,6 +660,7 @@ class _LoopGates:
                 self.unused[key] = None  # still busy: look again later
 
 
+_SYSTEM_CLOCK: Final = SystemClock()
 #: Unused gates looked at per :meth:`LocalGate.account` / :meth:`LocalGate.release_account`.
 SWEEP: Final = 4
 
@@ -699,7 +700,7 @@ class LocalGate:
         gates.sweep(SWEEP)
         entry = gates.entries.get(account_key)
         if entry is None:
-            entry = _Registered(LocalAccountGate(limits, clock=self._clock))
+            entry = _Registered(LocalAccountGate(limits, clock=self._clock or _SYSTEM_CLOCK))
             gates.entries[account_key] = entry
         elif entry.gate.limits != limits:
             raise ValueError(

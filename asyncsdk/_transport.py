@@ -254,6 +254,8 @@ _POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int
     weakref.WeakKeyDictionary()
 )
 _CLOSING: set[asyncio.Task[None]] = set()
+#: What a request through a session handed in adds (a pooled session sends it by default).
+_OWN_SESSION_HEADERS: Mapping[str, str] = {"User-Agent": USER_AGENT}
 
 
 def _close_soon(session: aiohttp.ClientSession) -> None:
@@ -282,14 +284,13 @@ class Transport:
     event loop: the pool (or the session handed in) is taken on first use."""
 
     __slots__ = (
-        "_api_headers",
-        "_auth",
-        "_json_headers",
+        "_headers",
         "_limit",
+        "_own_session",
         "_pool",
+        "_secrets",
         "_session",
         "_slots",
-        "_stream_headers",
         "base_url",
         "timeout",
     )
@@ -308,12 +309,13 @@ class Transport:
         self.base_url = base_url.rstrip("/")
         #: Seconds per request.
         self.timeout = timeout
-        self._auth = dict(headers)
+        self._secrets = tuple(
+            value.split(" ", 1)[-1] for value in headers.values() if value.startswith("Bearer ")
+        )
         # A pooled session sends the User-Agent itself; a session handed in does not.
-        own = {"User-Agent": USER_AGENT} if session is not None else {}
-        self._api_headers = CIMultiDict({**own, "Accept": "application/json", **headers})
-        self._json_headers: CIMultiDict[str] | None = None
-        self._stream_headers = CIMultiDict(own)
+        self._own_session = session is not None
+        extra = _OWN_SESSION_HEADERS if self._own_session else {}
+        self._headers = CIMultiDict({**extra, "Accept": "application/json", **headers})
         self._session = session
         self._pool: Pool | None = None
         self._slots: Slots | None = None
@@ -321,12 +323,6 @@ class Transport:
 
     def __repr__(self) -> str:
         return f"<Transport {self.base_url}>"
-
-    @property
-    def _secrets(self) -> tuple[str, ...]:
-        return tuple(
-            value.split(" ", 1)[-1] for value in self._auth.values() if value.startswith("Bearer ")
-        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -373,16 +369,17 @@ class Transport:
         url = self.base_url + path
         session = self._session or self.session
         if json_body is None:
-            data, headers = None, self._api_headers
+            data, headers = None, self._headers
         else:
             data = json.dumps(json_body).encode()
-            headers = self._json_headers or self._with_json_type()
+            headers = CIMultiDict(self._headers)
+            headers["Content-Type"] = "application/json"
         slots = self._slots
         if slots is not None and not slots.try_acquire():
             await slots.acquire()  # outside the timeout: queueing here sends nothing
         try:
             started = time.monotonic()
-            with _translate(method, url, self.timeout, self._auth):
+            with _translate(method, url, self.timeout, self._secrets):
                 async with session.request(
                     method,
                     url,
@@ -418,12 +415,6 @@ class Transport:
             status, body, raw, resp_headers.get("Content-Type"), request_id, rate_limit
         )
 
-    def _with_json_type(self) -> CIMultiDict[str]:
-        headers: CIMultiDict[str] = CIMultiDict(self._api_headers)
-        headers["Content-Type"] = "application/json"
-        self._json_headers = headers
-        return headers
-
     @contextlib.asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[tuple[str | None, AsyncIterator[bytes]]]:
         """GET ``url`` (no auth headers) and yield its content type and body chunks.
@@ -436,10 +427,12 @@ class Transport:
         if slots is not None:
             await slots.acquire()
         try:
-            seam = _translate("GET", url, self.timeout, self._auth)
+            seam = _translate("GET", url, self.timeout, self._secrets)
             with seam:
                 context = session.get(
-                    url, headers=self._stream_headers, timeout=_timeouts(self.timeout)[1]
+                    url,
+                    headers=_OWN_SESSION_HEADERS if self._own_session else None,
+                    timeout=_timeouts(self.timeout)[1],
                 )
                 resp = await context.__aenter__()
             try:
@@ -514,10 +507,10 @@ class _translate:
     version costs ten times as much on the way through.
     """
 
-    __slots__ = ("auth", "method", "timeout", "url")
+    __slots__ = ("method", "secrets", "timeout", "url")
 
-    def __init__(self, method: str, url: str, timeout: float, auth: Mapping[str, str]) -> None:
-        self.method, self.url, self.timeout, self.auth = method, url, timeout, auth
+    def __init__(self, method: str, url: str, timeout: float, secrets: tuple[str, ...]) -> None:
+        self.method, self.url, self.timeout, self.secrets = method, url, timeout, secrets
 
     def __enter__(self) -> None:
         return None
@@ -542,5 +535,4 @@ class _translate:
             ) from exc
 
     def _say(self, what: str) -> str:
-        secrets = (v.split(" ", 1)[-1] for v in self.auth.values() if v.startswith("Bearer "))
-        return redact(f"{self.method} {self.url}: {what}", *secrets)
+        return redact(f"{self.method} {self.url}: {what}", *self.secrets)
