@@ -430,15 +430,19 @@ class AsyncClient:
             span.set_generation(submission.generation_id, submission.credit_cost)
         return submission
 
-    async def reconcile(self, tag: str, *, sent_at: float) -> Submission | None:
+    async def reconcile(
+        self, tag: str, *, sent_at: float, since: float | None = None
+    ) -> Submission | None:
         """What the submission tagged ``tag`` (sent at Unix time ``sent_at``) created:
         its :class:`Submission`, or ``None`` once the list, read successfully, settled
         without it. Raises :class:`~asyncsdk.SubmissionUnknownError` if the deadline (the
-        caller's, or the service's own) comes first.
+        caller's, or the service's own) comes first. ``since``: when the send time is only
+        known to lie between ``since`` and ``sent_at`` (a crashed worker's), the list is read
+        back to ``since`` and settles from ``sent_at``.
 
         This is how a :class:`~asyncsdk.SubmissionUnknownError` is resolved later.
         """
-        return await self._submissions.reconcile(tag, sent_at=sent_at)
+        return await self._submissions.reconcile(tag, sent_at=sent_at, since=since)
 
     async def find_submission(self, name: str, prompt: str, *, since: float) -> Generation | None:
         """The generation created with this ``name`` and ``prompt`` since Unix time

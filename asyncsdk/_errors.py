@@ -210,7 +210,7 @@ class SubmissionUnknownError(AsyncSDKError):
     not settle, before the caller's deadline).
 
     Nothing is sent again. The generation, if any, carries ``tag`` in its ``name``: look for
-    it later (``await client.reconcile(tag, prompt, since=sent_at)``) before submitting again.
+    it later (``await client.reconcile(tag, sent_at=sent_at)``) before submitting again.
 
     :ivar tag: the tag the submission carried in ``name``.
     :ivar sent_at: Unix time the request left.

@@ -458,9 +458,13 @@ class Submitter:
         return self.transport.timeout
 
     # -- unknown outcomes ----------------------------------------------------------------------
-    async def reconcile(self, tag: str, *, sent_at: float) -> Submission | None:
-        """What the submission ``tag`` sent at ``sent_at`` created (see :meth:`_resolve`)."""
-        found = await self._resolve(Request("", {"name": tag, "prompt": ""}), sent_at, None)
+    async def reconcile(
+        self, tag: str, *, sent_at: float, since: float | None = None
+    ) -> Submission | None:
+        """What the submission ``tag`` sent at ``sent_at`` created (see :meth:`_resolve`);
+        ``since``: it may have been sent as early as that (default ``sent_at``)."""
+        request = Request("", {"name": tag, "prompt": ""})
+        found = await self._resolve(request, sent_at, None, since=since)
         return None if found is None else self._adopted(found, Request("", {"name": tag}))
 
     async def _resolve(
@@ -498,7 +502,7 @@ class Submitter:
             if isinstance(last, Generation):
                 return last
             if last is _Look.ABSENT:
-                logger.info("submission %s created nothing; sending it again", request.tag)
+                logger.info("submission %s created nothing (the list has settled)", request.tag)
                 return None
             pause = waits.send(None)
             if last is _Look.NOT_YET:

@@ -207,6 +207,9 @@ class _Server:
         seconds = faults._take_delay(method)
         if seconds:
             stats.faults["delay"] += 1
+            # The request has arrived whole before the wait (a slow back end, not a slow
+            # upload): it is handled after the wait even if the client gave up meanwhile.
+            await request.read()
             await asyncio.sleep(seconds)
         outage = faults._take_outage(endpoint)
         if outage is not None:

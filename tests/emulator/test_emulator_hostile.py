@@ -88,6 +88,19 @@ async def test_drop_before_create_creates_nothing(serve: Serve) -> None:
     assert accepted.headers["X-RateLimit-Remaining"] == "9"
 
 
+async def test_a_delayed_submission_is_created_after_its_client_gave_up(serve: Serve) -> None:
+    # A slow back end: the request arrived whole, the client stopped waiting, and the
+    # service still acts on it (a lost answer, not a request that never arrived).
+    emulator, api = await serve()
+    emulator.faults.delay(0.3, count=1, method="POST")
+    with pytest.raises(asyncio.TimeoutError):
+        await api.submit(timeout=aiohttp.ClientTimeout(total=0.1))
+    with anyio.fail_after(3):
+        while not emulator.generations(api.token):
+            await anyio.sleep(0.02)
+    assert emulator.stats.created[api.token] == 1
+
+
 async def test_drop_before_create_leaves_reads_alone(serve: Serve) -> None:
     emulator, api = await serve()
     emulator.faults.drop_before_create(1)
