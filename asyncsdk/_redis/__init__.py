@@ -64,9 +64,11 @@ within a lane; after :data:`~asyncsdk._limits.BATCH_EVERY` interactive admission
 the head is admitted, so processes are served in ticket order and one busy process cannot
 starve the others. In each process one task per account and lane at a time (anyio's FIFO lock)
 holds a ticket. Waiters keep a heartbeat, so a killed waiter leaves the queue within
-``lease_ttl``. A waiter sleeps until its account's channel says something changed, with a
-fallback timer computed by the script (when the window frees, when the first lease expires,
-when the head's heartbeat runs out), never longer than a third of the heartbeat. A cancelled
+``lease_ttl``. A script that frees something or changes the head publishes the head's name
+on the account's channel, and only that waiter looks again (only the head can be admitted; the
+others' tickets keep their place). A waiter sleeps until then, or until a fallback timer
+computed by the script (when the window frees, when the first lease expires, when the head's
+heartbeat runs out), never longer than a third of the heartbeat. A cancelled
 waiter leaves the queue (and undoes an admission it did not live to see); a deadline that ends
 before the window frees fails at once with ``RateLimitError``, as in the local gate.
 
@@ -494,10 +496,10 @@ class _Runtime:
                 if not message:
                     continue
                 channel = _text(message.get("channel"))
-                if message.get("type") == "message":
+                if message.get("type") == "message":  # the data: who is the head now
                     listener = self._channels.get(channel)
                     if listener is not None:
-                        listener._notify()
+                        listener._notify(_text(message.get("data")))
                 elif message.get("type") == "subscribe":
                     confirmed = self._confirmed.get(channel)
                     if confirmed is not None:
@@ -586,7 +588,7 @@ class RedisAccountGate:
         self._waiting = 0
         self._queued = 0  # this process's tickets in Redis (one per lane at most)
         self._turnstiles = {lane: anyio.Lock() for lane in Priority}
-        self._wakers: set[anyio.Event] = set()
+        self._wakers: dict[str, anyio.Event] = {}  # this process's waiters in Redis
         self._renewing = False
         self._tg: TaskGroup | None = None
         self._last = Snapshot()
@@ -626,11 +628,16 @@ class RedisAccountGate:
         self._last = reply.snapshot
         self._last_at = time.monotonic()
         if reply.status in _FREEING:
-            self._notify()  # wake a waiter of this process without the pub/sub round trip
+            # wake the head, if it waits here, without the pub/sub round trip
+            self._notify(reply.snapshot.head)
         return reply
 
-    def _notify(self) -> None:
-        for event in self._wakers:
+    def _notify(self, head: str | None = None) -> None:
+        """Wake the waiter ``head`` if it waits here (every waiter here: ``None``)."""
+        if head is None:
+            for waker in self._wakers.values():
+                waker.set()
+        elif (event := self._wakers.get(head)) is not None:
             event.set()
 
     # -- the slot ----------------------------------------------------------------------------
@@ -730,8 +737,7 @@ class RedisAccountGate:
         admitted = queued = False
         try:
             while True:
-                changed = anyio.Event()
-                self._wakers.add(changed)
+                changed = self._wakers[member] = anyio.Event()
                 try:
                     resync = self._pending_resync or ("", "")
                     self._pending_resync = None
@@ -772,7 +778,7 @@ class RedisAccountGate:
                     with anyio.move_on_after(max(min(wake + _EPSILON, self.lease_ttl / 3), 0.0)):
                         await changed.wait()
                 finally:
-                    self._wakers.discard(changed)
+                    del self._wakers[member]
         finally:
             if queued:
                 self._queued -= 1

@@ -70,6 +70,8 @@ class Snapshot:
     in_window: int = 0
     in_progress: int = 0
     queued: int = 0
+    #: The waiter admitted next ("" when nobody waits).
+    head: str = ""
     holders: tuple[Holder, ...] = ()
 
     @classmethod
@@ -79,6 +81,7 @@ class Snapshot:
             int(data["in_window"]),
             int(data["in_progress"]),
             int(data["queued"]),
+            str(data.get("head") or ""),
             tuple(_holder(h) for h in holders) if isinstance(holders, list) else (),
         )
 

@@ -6,6 +6,7 @@
 --    ticket: the waiter's queue score, to pass back as ARGV[11].
 prune()
 local member = ARGV[10]
+caller = member
 if redis.call('ZSCORE', WINDOW, member) == 'inf' and redis.call('ZSCORE', SLOTS, member) then
   return finish({status = 'ok', ticket = ARGV[11]})  -- a resent call: already admitted
 end
@@ -48,8 +49,7 @@ if taken < concurrent and used < limit then
   redis.call('ZADD', WINDOW, '+inf', member)
   write_lease(member, {g = '', c = now + gen_timeout + margin, a = 1, w = 0, f = 0, o = 0},
               now + lease_ttl)
-  changed = true
-  return finish({status = 'ok', ticket = text})
+  return finish({status = 'ok', ticket = text})  -- (the next head is told: the head changed)
 end
 if taken >= concurrent then
   local first = redis.call('ZRANGE', SLOTS, 0, 0, 'WITHSCORES')

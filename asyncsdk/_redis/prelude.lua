@@ -4,7 +4,9 @@
 -- ARGV[1..9]: channel, limit, window, margin, concurrent, generation timeout, lease ttl, key
 -- retention (times in ms), batch_every; a script's own arguments follow from ARGV[10].
 -- Every script answers finish({status = ..., ...}): a JSON object with its own fields and the
--- account's snapshot (in_window, in_progress, queued, holders).
+-- account's snapshot (in_window, in_progress, queued, head, holders). When it freed something
+-- or changed the head of the queue, it publishes the head's name on the account's channel:
+-- only the head can be admitted, so only the head's process needs to look again.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local WINDOW, SLOTS, LEASES, QUEUE, BEATS, SEQ, CONF, STREAK =
@@ -22,6 +24,8 @@ local batch_every = tonumber(ARGV[9])
 local BATCH = 1099511627776
 local BATCH_TEXT = '1099511627776'
 local changed = false
+local head_before = nil
+local caller = nil  -- the waiter running this script (acquire): it needs no message
 
 -- TIME is truncated to the millisecond: +1 keeps an entry live at least a full window.
 local function settle_entry(member)
@@ -56,6 +60,17 @@ local function holder_of(gid)
   return nil
 end
 
+-- The waiter admitted next: the oldest interactive one, unless batch_every interactive ones
+-- were admitted in a row while a batch one waits (then the oldest batch one).
+local function head_of_queue()
+  local interactive = redis.call('ZRANGEBYSCORE', QUEUE, '-inf', '(' .. BATCH_TEXT, 'LIMIT', 0, 1)[1]
+  local batch = redis.call('ZRANGEBYSCORE', QUEUE, BATCH_TEXT, '+inf', 'LIMIT', 0, 1)[1]
+  if interactive and not (batch and (tonumber(redis.call('GET', STREAK)) or 0) >= batch_every) then
+    return interactive
+  end
+  return batch
+end
+
 local function prune()
   local expired = redis.call('ZRANGEBYSCORE', SLOTS, '-inf', now)
   if #expired > 0 then
@@ -76,17 +91,7 @@ local function prune()
     redis.call('ZREMRANGEBYSCORE', BEATS, '-inf', now)
     changed = true
   end
-end
-
--- The waiter admitted next: the oldest interactive one, unless batch_every interactive ones
--- were admitted in a row while a batch one waits (then the oldest batch one).
-local function head_of_queue()
-  local interactive = redis.call('ZRANGEBYSCORE', QUEUE, '-inf', '(' .. BATCH_TEXT, 'LIMIT', 0, 1)[1]
-  local batch = redis.call('ZRANGEBYSCORE', QUEUE, BATCH_TEXT, '+inf', 'LIMIT', 0, 1)[1]
-  if interactive and not (batch and (tonumber(redis.call('GET', STREAK)) or 0) >= batch_every) then
-    return interactive
-  end
-  return batch
+  head_before = head_of_queue()
 end
 
 local function resync(remaining, resets_in)
@@ -103,7 +108,11 @@ end
 
 local function finish(reply)
   for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], retention) end
-  if changed then redis.call('PUBLISH', channel, reply.status) end
+  local head = head_of_queue()
+  if head and head ~= caller and (changed or head ~= head_before) then
+    redis.call('PUBLISH', channel, head)
+  end
+  reply.head = head or ''
   local holders = {}
   local all = redis.call('HGETALL', LEASES)
   for i = 1, #all, 2 do
