@@ -41,12 +41,13 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import platform
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -121,20 +122,49 @@ class Response:
 
 
 class Slots:
-    """A FIFO limiter over ``limit`` slots: :meth:`acquire` waits for one, :meth:`release`
-    hands it to the longest waiter (or frees it). A waiter cancelled after it was handed a
-    slot passes it on, so no slot is ever lost."""
+    """The requests a pool lets in flight: a FIFO limiter whose limit adapts between
+    ``floor`` and ``limit`` (see the module docstring).
 
-    __slots__ = ("_free", "_waiters", "limit")
+    :meth:`acquire` waits for a slot, :meth:`release` hands it to the longest waiter (or frees
+    it). A waiter cancelled after it was handed a slot passes it on, so no slot is ever lost.
 
-    def __init__(self, limit: int) -> None:
+    The adaptive limit (:attr:`allowed`) follows the requests' round trips, as TCP Vegas and
+    the "gradient" concurrency limiters do: the round trip of a read (acquire to release) is
+    compared with the shortest one seen lately (the base, over two periods of
+    :data:`BASE_PERIOD` seconds). While the smoothed round trip stays within
+    :data:`TOLERANCE` times the base and the limit binds, it grows by one per limit's worth of
+    answers, up to ``limit``; beyond that, requests are queueing somewhere (the service, or
+    this process's own event loop, busy with the answers it already has) and each answer
+    takes 2% off the limit, down to ``floor``. More requests in flight would then only wait
+    longer, and a loop that has a hundred answers ready at once runs late for everyone else.
+    """
+
+    __slots__ = (
+        "_base",
+        "_base_prev",
+        "_clock",
+        "_period_end",
+        "_smooth",
+        "_waiters",
+        "allowed",
+        "floor",
+        "in_use",
+        "limit",
+    )
+
+    def __init__(
+        self, limit: int, *, floor: int = 8, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limit = limit
-        self._free = limit
+        self.floor = min(floor, limit)
+        #: The adaptive limit (a float: it moves by fractions of a slot).
+        self.allowed = float(limit)
+        self.in_use = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    @property
-    def in_use(self) -> int:
-        return self.limit - self._free
+        self._clock = clock
+        self._smooth = 0.0
+        self._base = self._base_prev = math.inf
+        self._period_end = clock() + BASE_PERIOD
 
     @property
     def waiting(self) -> int:
@@ -142,8 +172,8 @@ class Slots:
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free and nobody waits (no await)."""
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
+        if self.in_use < self.allowed and not self._waiters:
+            self.in_use += 1
             return True
         return False
 
@@ -162,13 +192,35 @@ class Slots:
                     self._waiters.remove(waiter)
             raise
 
-    def release(self) -> None:
-        while self._waiters:
+    def release(self, round_trip: float | None = None) -> None:
+        """Give a slot back; ``round_trip``: the seconds a read took, to adapt the limit."""
+        self.in_use -= 1
+        if round_trip is not None:
+            self._observe(round_trip)
+        while self._waiters and self.in_use < self.allowed:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self.in_use += 1
                 waiter.set_result(None)
-                return
-        self._free += 1
+
+    def _observe(self, round_trip: float) -> None:
+        now = self._clock()
+        if now >= self._period_end:
+            self._base_prev, self._base = self._base, math.inf
+            self._period_end = now + BASE_PERIOD
+        self._base = min(self._base, round_trip)
+        base = min(self._base, self._base_prev)
+        self._smooth = round_trip if not self._smooth else 0.9 * self._smooth + 0.1 * round_trip
+        if self._smooth > TOLERANCE * base:
+            self.allowed = max(self.floor, self.allowed * 0.98)
+        elif self.in_use + 1 >= self.allowed:  # the limit binds: probe for more
+            self.allowed = min(self.limit, self.allowed + 1 / self.allowed)
+
+
+#: Seconds over which the shortest round trip (the base) is remembered, twice over.
+BASE_PERIOD: Final = 10.0
+#: How much longer than the base a smoothed round trip may be before the limit shrinks.
+TOLERANCE: Final = 2.0
 
 
 class Pool:
@@ -194,7 +246,8 @@ class Pool:
     def __repr__(self) -> str:
         return (
             f"<Pool {self.key[0]} users={self.users} "
-            f"requests={self.slots.in_use}/{self.key[1]} waiting={self.slots.waiting}>"
+            f"requests={self.slots.in_use}/{self.slots.allowed:.0f}/{self.key[1]} "
+            f"waiting={self.slots.waiting}>"
         )
 
     @property
@@ -246,6 +299,7 @@ class Pool:
             "pools": len(pools),
             "users": sum(p.users for p in pools.values()),
             "requests": sum(p.slots.in_use for p in pools.values()),
+            "allowed": sum(int(p.slots.allowed) for p in pools.values()),
             "waiting": sum(p.slots.waiting for p in pools.values()),
         }
 
@@ -377,6 +431,7 @@ class Transport:
         slots = self._slots
         if slots is not None and not slots.try_acquire():
             await slots.acquire()  # outside the timeout: queueing here sends nothing
+        round_trip = None
         try:
             started = time.monotonic()
             with _translate(method, url, self.timeout, self._secrets):
@@ -390,9 +445,11 @@ class Transport:
                 ) as resp:
                     raw = await resp.read()
                     status, resp_headers = resp.status, resp.headers
+            if method == "GET":  # reads alone: a submission's own time says nothing of queues
+                round_trip = time.monotonic() - started
         finally:
             if slots is not None:
-                slots.release()
+                slots.release(round_trip)
         request_id = resp_headers.get("X-Request-ID")
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

@@ -63,4 +63,74 @@ async def test_pools_by_origin_and_limit_closed_with_the_last_user() -> None:
     await b.release()
     await other.release()
     assert a.closed and other.closed
-    assert Pool.statistics() == {"pools": 0, "users": 0, "requests": 0, "waiting": 0}
+    assert Pool.statistics() == {
+        "pools": 0,
+        "users": 0,
+        "requests": 0,
+        "allowed": 0,
+        "waiting": 0,
+    }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_round_trips_that_grow_shrink_the_limit_to_the_floor_and_back() -> None:
+    clock = Clock()
+    slots = Slots(100, floor=8, clock=clock)
+    for _ in range(100):
+        assert slots.try_acquire()
+    assert not slots.try_acquire()
+    for _ in range(50):  # answers in 1 ms: the base
+        slots.release(0.001)
+        assert slots.try_acquire()
+    assert slots.allowed == 100
+    for _ in range(400):  # answers queue: 10 ms each
+        slots.release(0.010)
+        slots.try_acquire()
+    assert slots.allowed == 8 and slots.in_use <= 100
+    while slots.in_use > 8:  # the requests already in flight finish; no new one starts
+        slots.release(0.010)
+        assert not slots.try_acquire()
+    grown = []
+    for _ in range(6000):  # back to 1 ms, the limit binding: it grows again
+        slots.release(0.001)
+        while slots.try_acquire():
+            pass
+        grown.append(slots.allowed)
+    assert grown == sorted(grown) and grown[-1] == 100
+
+
+def test_the_base_is_forgotten_after_two_periods() -> None:
+    clock = Clock()
+    slots = Slots(50, floor=4, clock=clock)
+    for _ in range(50):
+        slots.try_acquire()
+    slots.release(0.001)
+    slots.try_acquire()
+    clock.now += 25.0  # the service got slower for good: 5 ms is its new normal
+    for _ in range(200):
+        slots.release(0.005)
+        slots.try_acquire()
+    low = slots.allowed
+    clock.now += 25.0
+    for _ in range(3000):
+        slots.release(0.005)
+        while slots.try_acquire():
+            pass
+    assert low < 50 and slots.allowed == 50
+
+
+def test_a_lower_limit_queues_the_next_requests_without_losing_any() -> None:
+    slots = Slots(10, floor=2, clock=Clock())
+    for _ in range(10):
+        slots.try_acquire()
+    slots.allowed = 2.0
+    for _ in range(9):
+        slots.release()
+    assert slots.in_use == 1 and slots.try_acquire() and not slots.try_acquire()
