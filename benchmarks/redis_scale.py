@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -154,7 +155,11 @@ async def child(config: dict[str, Any]) -> dict[str, Any]:
                         created = g.created_at.timestamp() if g.created_at else 0.0
                         generations.append((result.account or "", created, g.total_time or 0.0))
             ended = time.time()
+        calls = dict(gate._runtime().calls)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
+        "calls": calls,
+        "cpu": usage.ru_utime + usage.ru_stime,
         "started": started,
         "ended": ended,
         "jobs": len(jobs),
@@ -360,6 +365,12 @@ def _table(
     )
     table.add("of them pub/sub", " / ".join(str(pubsub[name]) for name in pubsub), "1", "")
     table.add("Redis scripts per job", f"{scripts / max(total, 1):.1f}", "", "")
+    calls: Counter[str] = Counter()
+    for r in results:
+        calls.update(r["calls"])
+    breakdown = ", ".join(
+        f"{name} {count / max(total, 1):.2f}" for name, count in calls.most_common()
+    )
     table.add(
         f"scripts per list read of {PAGE} ended generations (one held here / none)",
         f"{release[0]} / {release[1]}",
@@ -378,6 +389,12 @@ def _table(
         "",
         "",
     )
+    table.add(
+        "client CPU per job (ms, all-in)",
+        Spread.of([r["cpu"] * 1000 * processes / max(total, 1) for r in results]).fmt(".1f"),
+        "",
+        "",
+    )
     table.add("client peak RSS (MB)", Spread.of([r["peak_mb"] for r in results]).fmt(".0f"), "", "")
     table.notes += [
         f"One run: {processes} client processes (each a RedisGate and {accounts:,} clients "
@@ -387,6 +404,7 @@ def _table(
         "real (uncompressed) seconds. Spreads are over the processes.",
         "Connections: the peak of CLIENT LIST per client_name, sampled every 50 ms; scripts: "
         "INFO commandstats (EVALSHA calls) over the run, and around each list read.",
+        f"Scripts per job by kind (as the processes counted them): {breakdown}.",
     ]
     if failures:
         table.notes.append(f"First failures: {failures[:3]}")

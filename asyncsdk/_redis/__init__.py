@@ -64,13 +64,13 @@ within a lane; after :data:`~asyncsdk._limits.BATCH_EVERY` interactive admission
 the head is admitted, so processes are served in ticket order and one busy process cannot
 starve the others. In each process one task per account and lane at a time (anyio's FIFO lock)
 holds a ticket. Waiters keep a heartbeat, so a killed waiter leaves the queue within
-``lease_ttl``. A script that frees something or changes the head publishes the head's name
-on the account's channel, and only that waiter looks again (only the head can be admitted; the
-others' tickets keep their place). A waiter sleeps until then, or until a fallback timer
-computed by the script (when the window frees, when the first lease expires, when the head's
-heartbeat runs out), never longer than a third of the heartbeat. A cancelled
-waiter leaves the queue (and undoes an admission it did not live to see); a deadline that ends
-before the window frees fails at once with ``RateLimitError``, as in the local gate.
+``lease_ttl``. A script that changes the head, or frees something while a slot is free,
+publishes the head's name on the account's channel, and only that waiter looks again (only the
+head can be admitted; the others' tickets keep their place). A waiter sleeps until then, or
+until a fallback timer computed by the script (when the window frees, when the first lease
+expires, when the head's heartbeat runs out), never longer than a third of the heartbeat. A
+cancelled waiter leaves the queue (and undoes an admission it did not live to see); a deadline
+that ends before the window frees fails at once with ``RateLimitError``, as in the local gate.
 
 **Connections.** Per event loop a gate uses one pub/sub connection, on which each account
 with a waiter is subscribed (``SUBSCRIBE``/``UNSUBSCRIBE`` per channel), and at most
@@ -390,6 +390,8 @@ class _Runtime:
         self.client = client
         self.owned = owned
         self.scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
+        #: Scripts run, by name (what the benchmarks report).
+        self.calls: collections.Counter[str] = collections.Counter()
         pool_size = getattr(client.connection_pool, "max_connections", None)
         slots = MAX_COMMANDS
         if isinstance(pool_size, int):  # one connection stays free for pub/sub
@@ -590,6 +592,7 @@ class RedisAccountGate:
         self._turnstiles = {lane: anyio.Lock() for lane in Priority}
         self._wakers: dict[str, anyio.Event] = {}  # this process's waiters in Redis
         self._renewing = False
+        self._renew_soon: anyio.Event | None = None
         self._tg: TaskGroup | None = None
         self._last = Snapshot()
         self._last_at = -math.inf  # when the last reply came (monotonic)
@@ -619,6 +622,7 @@ class RedisAccountGate:
     async def _run(self, script: str, *args: str | int) -> Reply:
         self.last_used = time.monotonic()
         runtime = self._runtime
+        runtime.calls[script] += 1
         try:
             async with runtime.commands:
                 raw = await runtime.scripts[script](keys=self.keys, args=(*self._common, *args))
@@ -627,7 +631,7 @@ class RedisAccountGate:
         reply = parse(script, raw)
         self._last = reply.snapshot
         self._last_at = time.monotonic()
-        if reply.status in _FREEING:
+        if reply.status in _FREEING and reply.snapshot.in_progress < self.limits.concurrent:
             # wake the head, if it waits here, without the pub/sub round trip
             self._notify(reply.snapshot.head)
         return reply
@@ -652,7 +656,9 @@ class RedisAccountGate:
         """Extend this process's leases every third of their TTL while it holds any."""
         try:
             while self._held:
-                await anyio.sleep(self.lease_ttl / 3)
+                soon = self._renew_soon = anyio.Event()
+                with anyio.move_on_after(self.lease_ttl / 3):
+                    await soon.wait()
                 if not self._held:
                     break
                 pairs = [
@@ -709,8 +715,11 @@ class RedisAccountGate:
         ]
 
     def watching(self, generation_id: str) -> contextlib.AbstractContextManager[None]:
-        # Other processes learn it with the next renewal of the lease (``w``).
+        # Other processes learn it with the renewal of the lease (``w``), which a lease held
+        # here gets at once: their head waiters then leave it to this watch, not their probe.
         self._activate()
+        if self._renew_soon is not None and generation_id in self._held.values():
+            self._renew_soon.set()
         return tally(self._watched, generation_id)
 
     # -- admission ---------------------------------------------------------------------------
@@ -770,10 +779,11 @@ class RedisAccountGate:
                                 for h in self.holders()
                                 if h.orphan or (h.generation_id is not None and not h.watched)
                             ]
+                            next_probe = now + self.probe_interval
                             if unsettled:
                                 await probe(unsettled)
-                            next_probe = anyio.current_time() + self.probe_interval
-                            continue
+                                next_probe = anyio.current_time() + self.probe_interval
+                                continue  # look again at once: the probe may have freed one
                         wake = min(wake, next_probe - now)
                     with anyio.move_on_after(max(min(wake + _EPSILON, self.lease_ttl / 3), 0.0)):
                         await changed.wait()

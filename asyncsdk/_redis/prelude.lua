@@ -4,9 +4,9 @@
 -- ARGV[1..9]: channel, limit, window, margin, concurrent, generation timeout, lease ttl, key
 -- retention (times in ms), batch_every; a script's own arguments follow from ARGV[10].
 -- Every script answers finish({status = ..., ...}): a JSON object with its own fields and the
--- account's snapshot (in_window, in_progress, queued, head, holders). When it freed something
--- or changed the head of the queue, it publishes the head's name on the account's channel:
--- only the head can be admitted, so only the head's process needs to look again.
+-- account's snapshot (in_window, in_progress, queued, head, holders). When it changed the head
+-- of the queue, or freed something while a slot is free, it publishes the head's name on the
+-- account's channel: only the head can be admitted, so only its process needs to look again.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local WINDOW, SLOTS, LEASES, QUEUE, BEATS, SEQ, CONF, STREAK =
@@ -109,7 +109,9 @@ end
 local function finish(reply)
   for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], retention) end
   local head = head_of_queue()
-  if head and head ~= caller and (changed or head ~= head_before) then
+  -- (while every slot is taken, the head can only wait: news of the window cannot help it)
+  if head and head ~= caller and (head ~= head_before
+      or (changed and redis.call('ZCARD', SLOTS) < concurrent)) then
     redis.call('PUBLISH', channel, head)
   end
   reply.head = head or ''
