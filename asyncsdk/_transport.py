@@ -29,8 +29,11 @@ request, and the session keeps no cookies (one account's cookies must never ride
 another's). A request first takes one of the pool's :class:`Slots` (FIFO) and only then enters
 aiohttp with its timeout, so the time spent queueing for a connection is never counted
 against the request, a request cancelled while queueing has provably not been sent, and a
-burst of thousands of requests waits in the queue instead of all being built at once. A
-session handed in (``session=``) is used as it is and never closed.
+burst of thousands of requests waits in the queue instead of all being built at once. How
+many requests the slots let in flight adapts to the reads' round trips, between a floor and
+``max_connections``: when answers come back slower than usual, requests are queueing (at the
+service, or in this event loop, busy with the answers it already has) and fewer are let out.
+A session handed in (``session=``) is used as it is and never closed.
 """
 
 from __future__ import annotations
