@@ -6,7 +6,7 @@ its own), one after the other, with the emulator in yet another process. Options
 - ``--quick``: each benchmark for about a second (what ``tests/test_benchmarks_smoke.py``
   runs): a smoke run, not a measurement;
 - ``--only NAME``: run only these (``overhead``, ``scheduler``, ``polling``, ``telemetry``,
-  ``handrolled``, ``scale``, ``temporal``);
+  ``handrolled``, ``scale``, ``redis_scale``, ``temporal``);
 - ``--record FILE``: also write the machine's facts and the tables into FILE, between the
   ``<!-- results: start -->`` and ``<!-- results: end -->`` markers (the notes around them in
   ``benchmarks/RESULTS.md`` are kept).
@@ -28,7 +28,16 @@ from pathlib import Path
 
 from ._common import ROOT, SUMMARY_PREFIX, Table, machine_facts
 
-BENCHMARKS = ("overhead", "scheduler", "polling", "telemetry", "handrolled", "scale", "temporal")
+BENCHMARKS = (
+    "overhead",
+    "scheduler",
+    "polling",
+    "telemetry",
+    "handrolled",
+    "scale",
+    "redis_scale",
+    "temporal",
+)
 START, END = "<!-- results: start -->", "<!-- results: end -->"
 
 

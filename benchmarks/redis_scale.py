@@ -37,7 +37,18 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from ._common import ROOT, EmulatorProcess, LoopLag, Spread, Table, limits_for, memory, progress
+from ._common import (
+    ROOT,
+    EmulatorProcess,
+    LoopLag,
+    Spread,
+    Table,
+    emit_summaries,
+    limits_for,
+    memory,
+    progress,
+    summary,
+)
 from .scheduler import bound
 
 MODEL = "google/nano-banana"
@@ -408,6 +419,21 @@ def _table(
     ]
     if failures:
         table.notes.append(f"First failures: {failures[:3]}")
+    summary(
+        f"{accounts:,} accounts x {processes} processes on one Redis: "
+        "429s / double charges / Redis connections per process",
+        f"{stats.served_429s} / {double} / {most}",
+        "before: account 99 failed (a pub/sub connection per account; default pool of 100)",
+        f"0 / 0 / <= {MAX_CONNECTIONS}",
+        stats.served_429s == 0 and double == 0 and ok == total and 0 < most <= MAX_CONNECTIONS,
+    )
+    summary(
+        f"RedisGate: scripts per list read of {PAGE} ended generations (held here / none)",
+        f"{release[0]} / {release[1]}",
+        f"before: one per ended record ({PAGE})",
+        "<= 1 / 0",
+        release[0] <= 1 and release[1] == 0,
+    )
     return table
 
 
@@ -429,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     tables = run(args.quick, args.accounts, args.processes, args.jobs, args.time_scale)
     for table in asyncio.run(tables):
         print(table.render(), flush=True)
+    emit_summaries()
 
 
 if __name__ == "__main__":
