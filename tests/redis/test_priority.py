@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import pytest
 
-import asyncsdk
 from asyncsdk import RedisGate
 from asyncsdk.emulator import Emulator
 
