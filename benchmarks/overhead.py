@@ -83,7 +83,7 @@ async def finished_generation(emu: EmulatorProcess, session: aiohttp.ClientSessi
 
 
 async def run(quick: bool) -> list[Table]:
-    repetitions = 1 if quick else 21
+    repetitions = 1 if quick else 15
     calls = {"sequential": 60 if quick else 800, "concurrent": 120 if quick else 2000}
     async with (
         EmulatorProcess(time_scale=TIME_SCALE) as emu,

@@ -90,7 +90,7 @@ class Row:
 
 
 ROWS = (
-    Row(1_000, 3, 3, rss=100.0, lag=0.020, sockets=100),
+    Row(1_000, 3, 2, rss=100.0, lag=0.020, sockets=100),
     Row(10_000, 3, 1, rss=200.0, lag=0.050, sockets=200),
 )
 
