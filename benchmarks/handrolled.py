@@ -1,4 +1,4 @@
-"""5. Against a hand-rolled client: what the SDK saves and what it costs, in the same run.
+"""6. Against a hand-rolled client: what the SDK saves and what it costs, in the same run.
 
 The hand-rolled client (:class:`HandRolled`) is what a competent engineer writes with the usual
 libraries: one shared ``aiohttp.ClientSession``; per account an ``aiolimiter.AsyncLimiter``
@@ -262,7 +262,7 @@ def _table(
         return Spread.of([_figure(r, figure) for r in results[kind]])
 
     table = Table(
-        f"5. Against a hand-rolled client: {accounts} accounts x {jobs} jobs, same run",
+        f"6. Against a hand-rolled client: {accounts} accounts x {jobs} jobs, same run",
         ["figure", "asyncsdk", "hand-rolled", "ratio", "target", "verdict"],
     )
     sdk, hand = results["asyncsdk"], results["hand-rolled"]
