@@ -40,6 +40,7 @@ import gc
 import json
 import sys
 import time
+import tracemalloc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ from ._common import (
     progress,
     summary,
 )
-from .handrolled import _handrolled
+from .handrolled import HandRolled, _handrolled
 
 MODEL = "google/nano-banana"
 TIME_SCALE = 1.0
@@ -158,6 +159,42 @@ async def child(kind: str, base_url: str, tokens: Sequence[str], jobs: int, scal
         "idle_p99": idle.p(99),
         "sockets": sockets.peak,
     }
+
+
+async def weight_child(count: int) -> Any:
+    """What one more account weighs, in this (fresh) process: bytes (tracemalloc) and
+    GC-tracked objects per open client (its transport in the shared pool, its gate) and per
+    hand-rolled account (limiter, semaphore, tenacity's retrying object)."""
+    base_url = "http://127.0.0.1:9/api/v1"
+    tokens = [f"bye_{i:032x}" for i in range(count)]
+    figures = {}
+
+    async def measure(name: str, make: Any) -> None:
+        gc.collect()
+        objects = len(gc.get_objects())
+        tracemalloc.start()
+        made = [make(token) for token in tokens]
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        figures[name] = {
+            "bytes": size / count,
+            "objects": (len(gc.get_objects()) - objects) / count,
+        }
+        for item in made:
+            if isinstance(item, AsyncClient):
+                await item.aclose()
+
+    def client(token: str) -> AsyncClient:
+        made = AsyncClient(token, base_url=base_url)
+        made._transport.session  # noqa: B018  (join the pool, as the first request would)
+        made.gate  # noqa: B018
+        return made
+
+    async with aiohttp.ClientSession() as session:
+        await measure("asyncsdk", client)
+        await measure("hand-rolled", lambda token: HandRolled(session, base_url, token, 1.0))
+    return figures
 
 
 async def _sdk_jobs(base_url: str, tokens: Sequence[str], jobs: int, scale: float) -> int:
@@ -280,14 +317,42 @@ async def _finished_generation(session: aiohttp.ClientSession, base_url: str, to
         await asyncio.sleep(0.2)
 
 
+WEIGHED = 2_000
+
+
 async def run(quick: bool, rows: Sequence[Row] = ROWS) -> list[Table]:
-    tables = []
+    weighed = 200 if quick else WEIGHED
+    tables = [_weight_table(await _spawn(["--weight", str(weighed)]), weighed)]
     for row in rows:
         row = row.quick() if quick else row
         scale = TIME_SCALE / 10 if quick else TIME_SCALE
         results, floor = await _run_row(row, scale)
         tables.append(_table(row, results, floor, scale))
     return tables
+
+
+def _weight_table(figures: Any, weighed: int) -> Table:
+    table = Table(
+        "4a. Weight of one more account in a process",
+        ["figure", "asyncsdk (client + its gate)", "hand-rolled (account object)"],
+    )
+    sdk, hand = figures["asyncsdk"], figures["hand-rolled"]
+    table.add("bytes (tracemalloc)", f"{sdk['bytes']:,.0f}", f"{hand['bytes']:,.0f}")
+    table.add("GC-tracked objects", f"{sdk['objects']:.0f}", f"{hand['objects']:.0f}")
+    table.notes.append(
+        f"{weighed:,} of each made in a fresh process: an open AsyncClient (in the shared pool, "
+        "with its account's gate) against a HandRolled account of benchmarks.handrolled "
+        "(limiter, semaphore, tenacity). Issue 12 measured about 25 KB and 133 objects per "
+        "client before."
+    )
+    summary(
+        "weight of a client: bytes / GC-tracked objects",
+        f"{sdk['bytes']:,.0f} B / {sdk['objects']:.0f}",
+        f"hand-rolled account: {hand['bytes']:,.0f} B / {hand['objects']:.0f}",
+        "down from about 25 KB / 133 (issue 12)",
+        None,
+    )
+    return table
 
 
 def _table(row: Row, by_kind: dict[str, list[Any]], floor: Any, scale: float) -> Table:
@@ -420,6 +485,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         kind, base_url, jobs, scale = argv[1], argv[2], int(argv[3]), float(argv[4])
         tokens = sys.stdin.read().split()
         print(json.dumps(asyncio.run(child(kind, base_url, tokens, jobs, scale))), flush=True)
+        return
+    if argv[:1] == ["--weight"]:
+        print(json.dumps(asyncio.run(weight_child(int(argv[1])))), flush=True)
         return
     if argv[:1] == ["--floor"]:
         floor = floor_child(argv[1], argv[2], argv[3], float(argv[4]))
