@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Final
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
@@ -165,30 +166,37 @@ class _Account:
         )
 
 
-async def _reserve_unless(client: AsyncClient, done: anyio.Event) -> Reservation | None:
-    """An open reservation of the client's gate (batch lane), or ``None`` if ``done`` is
-    set first. The caller closes it on every path (``close()`` settles what is open)."""
-    reservation: Reservation | None = None
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
+#: Workers started between two turns of the event loop (the first burst across accounts).
+_START_SLICE: Final = 64
 
-        async def stop_when_done() -> None:
-            await done.wait()
-            tg.cancel_scope.cancel()
 
-        tg.start_soon(stop_when_done)
+class _UntilDrained:
+    """Cancels the workers' waits in the gate once the queue is drained: one task for the
+    whole run (:meth:`run`), not one per job."""
+
+    def __init__(self, drained: anyio.Event) -> None:
+        self.drained = drained
+        self.scopes: set[anyio.CancelScope] = set()
+
+    async def run(self) -> None:
+        await self.drained.wait()
+        for scope in list(self.scopes):
+            scope.cancel()
+
+    async def reserve(self, client: AsyncClient) -> Reservation | None:
+        """An open reservation of the client's gate (batch lane), or ``None`` once the queue
+        is drained. The caller closes it on every path (``close()`` settles what is open)."""
+        if self.drained.is_set():
+            return None
         candidate = client.reserve(priority=Priority.BATCH)
-        try:
-            reservation = await candidate.__aenter__()
-        except Exception as exc:  # raised below as itself, not inside an ExceptionGroup
-            failure = exc
-        finally:
-            if reservation is None:
-                await candidate.close()
-        tg.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
-    return reservation
+        with anyio.CancelScope() as scope:
+            self.scopes.add(scope)
+            try:
+                return await candidate.__aenter__()
+            finally:
+                self.scopes.discard(scope)
+        await candidate.close()  # drained while it waited: nothing was admitted
+        return None
 
 
 async def _wait_until_done(task: asyncio.Task[None]) -> None:
@@ -514,9 +522,19 @@ class BatchRunner:
                             return True
 
                         outer.start_soon(queue.watch_deadlines, must_submit)
+                        until_drained = _UntilDrained(queue.drained)
+                        outer.start_soon(until_drained.run)
+                        started = 0
                         for account in self._accounts:
                             for _ in range(account.client.limits.concurrent):
-                                tg.start_soon(self._worker, account, queue, must_submit)
+                                tg.start_soon(
+                                    self._worker, account, queue, must_submit, until_drained
+                                )
+                                started += 1
+                                if started % _START_SLICE == 0:
+                                    # Thousands of accounts: their first submissions go out a
+                                    # slice at a time, so the event loop keeps answering.
+                                    await anyio.lowlevel.checkpoint()
                     outer.cancel_scope.cancel()
             finally:
                 if self._journal is not None and self._owns_journal:
@@ -621,13 +639,19 @@ class BatchRunner:
                 resumable[entry.id] = entry
         return resumable
 
-    async def _worker(self, account: _Account, queue: JobQueue, must_submit: MustSubmit) -> None:
+    async def _worker(
+        self,
+        account: _Account,
+        queue: JobQueue,
+        must_submit: MustSubmit,
+        until_drained: _UntilDrained,
+    ) -> None:
         """One slot of one account: take a job whenever the account can start one."""
         client = account.client
         while account.out is None:
             account.state = AccountState.WAITING
             await queue.look_ahead()
-            reservation = await _reserve_unless(client, queue.drained)
+            reservation = await until_drained.reserve(client)
             if reservation is None:  # every job is done: don't wait for a window to learn it
                 break
             try:

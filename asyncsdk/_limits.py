@@ -62,7 +62,7 @@ import math
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
@@ -365,47 +365,78 @@ def capped_hint(limits: Limits, seconds: float | None) -> float | None:
 
 class _Lanes:
     """The waiting line of one gate: FIFO per :class:`Priority`, interactive first, with
-    a batch admission after :data:`BATCH_EVERY` interactive ones in a row."""
+    a batch admission after :data:`BATCH_EVERY` interactive ones in a row. A lane exists
+    only while someone waits in it (an idle gate of many holds none)."""
+
+    __slots__ = ("_head", "_lanes", "_streak")
 
     def __init__(self) -> None:
-        self._lanes: dict[Priority, collections.deque[anyio.Event]] = {
-            p: collections.deque() for p in Priority
-        }
+        self._lanes: dict[Priority, collections.deque[anyio.Event]] = {}
         self._head: anyio.Event | None = None
         self._streak = 0
 
     def __len__(self) -> int:
         return sum(len(lane) for lane in self._lanes.values()) + (self._head is not None)
 
-    @contextlib.asynccontextmanager
-    async def turn(self, priority: Priority) -> AsyncIterator[None]:
-        """Wait to be the head of the line; leave it on exit (cancelled or not)."""
-        ticket = anyio.Event()
-        lane = self._lanes[priority]
-        lane.append(ticket)
-        try:
-            if self._head is None:
-                self._next()
-            await ticket.wait()
-            yield
-        finally:
-            if self._head is ticket:
-                self._head = None
-                self._next()
-            elif ticket in lane:
-                lane.remove(ticket)
+    def turn(self, priority: Priority) -> _Turn:
+        """``async with lanes.turn(priority)``: wait to be the head of the line; leave it
+        on exit (cancelled or not)."""
+        return _Turn(self, priority)
 
     def _next(self) -> None:
-        interactive, batch = self._lanes[Priority.INTERACTIVE], self._lanes[Priority.BATCH]
+        interactive = self._lanes.get(Priority.INTERACTIVE)
+        batch = self._lanes.get(Priority.BATCH)
         if interactive and not (batch and self._streak >= BATCH_EVERY):
             self._streak += 1
-            self._head = interactive.popleft()
+            self._head = self._pop(Priority.INTERACTIVE, interactive)
         elif batch:
             self._streak = 0
-            self._head = batch.popleft()
+            self._head = self._pop(Priority.BATCH, batch)
         else:
             return
         self._head.set()
+
+    def _pop(self, priority: Priority, lane: collections.deque[anyio.Event]) -> anyio.Event:
+        ticket = lane.popleft()
+        if not lane:
+            del self._lanes[priority]
+        return ticket
+
+
+class _Turn:
+    """One waiter's place in :class:`_Lanes` (a class, not a generator: it is on the path
+    of every submission)."""
+
+    __slots__ = ("lanes", "priority", "ticket")
+
+    def __init__(self, lanes: _Lanes, priority: Priority) -> None:
+        self.lanes, self.priority, self.ticket = lanes, priority, anyio.Event()
+
+    async def __aenter__(self) -> None:
+        lanes = self.lanes
+        lanes._lanes.setdefault(self.priority, collections.deque()).append(self.ticket)
+        try:
+            if lanes._head is None:
+                lanes._next()
+            await self.ticket.wait()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._leave()
+
+    def _leave(self) -> None:
+        lanes, ticket = self.lanes, self.ticket
+        if lanes._head is ticket:
+            lanes._head = None
+            lanes._next()
+            return
+        lane = lanes._lanes.get(self.priority)
+        if lane is not None and ticket in lane:
+            lane.remove(ticket)
+            if not lane:
+                del lanes._lanes[self.priority]
 
 
 class LocalAccountGate:

@@ -107,13 +107,16 @@ _Key = tuple[str | None, str | None]
 class _Samples:
     """The recent durations of one model (and account), oldest first."""
 
-    __slots__ = ("streak", "values")
+    __slots__ = ("distribution", "streak", "values")
 
     def __init__(self) -> None:
         self.values = array.array("d")
         self.streak = 0  # consecutive surprises: > 0 above the usual range, < 0 below
+        #: The distribution of ``values``, made once per change (every schedule reads it).
+        self.distribution: Durations | None = None
 
     def add(self, seconds: float) -> None:
+        self.distribution = None
         side = self._surprise(seconds)
         self.streak = self.streak + side if side and self.streak * side >= 0 else side
         self.values.append(seconds)
@@ -397,11 +400,13 @@ class DurationModel:
             own = self._samples.get((None, model_provider))
         if own is None or not own.values:
             return None
-        samples = own.values
-        n = len(samples)
-        decay = 0.5 ** (1.0 / HALF_LIFE)
-        weights = [decay ** (n - 1 - i) for i in range(n)]
-        return Durations.from_samples(samples, weights)
+        if own.distribution is None:
+            samples = own.values
+            n = len(samples)
+            decay = 0.5 ** (1.0 / HALF_LIFE)
+            weights = [decay ** (n - 1 - i) for i in range(n)]
+            own.distribution = Durations.from_samples(samples, weights)
+        return own.distribution
 
     def schedule(
         self,
