@@ -119,6 +119,10 @@ def created(emu: Emulator) -> int:
     return sum(emu.stats.created.values())
 
 
+def status_reads(emu: Emulator) -> int:
+    return emu.stats.requests["GET", "/api/v1/image-generation/{generationId}"]
+
+
 def write_jobs(path: Path, *jobs: dict[str, Any]) -> Path:
     path.write_text("".join(json.dumps(job) + "\n" for job in jobs), encoding="utf-8")
     return path
@@ -512,7 +516,8 @@ async def test_ctrl_c_during_generate_names_the_running_generation(
     slow: Emulator, tmp_path: Path
 ) -> None:
     with started(slow, "generate", MODEL, "a kite", "--out", str(tmp_path)) as process:
-        await until(lambda: created(slow) == 1)
+        # Created, and its answer read by the command: it polls the generation's status.
+        await until(lambda: created(slow) == 1 and status_reads(slow) >= 1)
         process.send_signal(signal.SIGINT)
         done = await finish(process)
     (generation,) = slow.generations(slow.tokens[0])
