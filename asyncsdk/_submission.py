@@ -48,10 +48,10 @@ knows nothing of ``AsyncClient``, which composes it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import logging
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -206,8 +206,14 @@ class Reservation:
         kind: Literal["slot", "window"] = (
             "slot" if stats.in_progress >= submitter.limits.concurrent else "window"
         )
-        wait = math.inf if self._not_after is None else self._not_after - time.time()
-        with submitter.telemetry.gate_wait(kind), anyio.move_on_after(max(wait, 0.0)):
+        # A deadline scope only for a reservation that has one (thousands of waiting
+        # workers, one per account, each hold their scopes while they wait).
+        deadline = (
+            contextlib.nullcontext()
+            if self._not_after is None
+            else anyio.move_on_after(max(self._not_after - time.time(), 0.0))
+        )
+        with submitter.telemetry.gate_wait(kind), deadline:
             self._permit = await submitter.gate.acquire(
                 probe=submitter.probe, priority=self._priority
             )
