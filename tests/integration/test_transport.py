@@ -77,7 +77,7 @@ async def stall(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "image/png"})
     await response.prepare(request)
     await response.write(PNG[:9])
-    await asyncio.sleep(5)
+    await asyncio.sleep(0.9)  # three times the client's idle bound
     return response
 
 
