@@ -7,6 +7,7 @@ under CI (``CI=true``) a missing server is a failure instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("redis", reason="install the redis extra: pip install -e '.[redis]'")
+
+import redis.asyncio as aioredis
 
 from asyncsdk import RedisGate
 
@@ -34,6 +37,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, *, grace: float) -> None:
+    """Terminate a server process, and kill it if it is still there after ``grace`` s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(grace)
 
 
 def redis_server_path() -> str:
@@ -85,13 +99,7 @@ class RedisServer:
         return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, grace=5)
         self.process = None
 
 
@@ -144,3 +152,20 @@ async def gates(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+async def inspect(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A plain client to look at what the gates wrote."""
+    async with plain_client(redis_server.url) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def plain_client(url: str) -> AsyncIterator[aioredis.Redis]:
+    """A redis-py client on ``url`` (strings decoded), closed on exit."""
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()

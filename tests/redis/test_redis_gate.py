@@ -16,7 +16,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import pytest
@@ -32,16 +32,6 @@ from .conftest import ROOT, RedisServer, free_port
 pytestmark = pytest.mark.anyio
 
 MakeGate = Callable[..., RedisGate]
-
-
-@pytest.fixture
-async def inspect(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    """A plain client to look at what the gate wrote."""
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def until(predicate: Callable[[], Awaitable[bool]], *, timeout: float = 3.0) -> None:

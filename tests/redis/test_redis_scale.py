@@ -33,7 +33,7 @@ from asyncsdk._limits import BATCH_EVERY
 from asyncsdk._redis import MAX_COMMANDS, RedisAccountGate, RedisGate, RedisGateError
 from asyncsdk.emulator import Emulator
 
-from .conftest import RedisServer
+from .conftest import RedisServer, plain_client
 
 pytestmark = pytest.mark.anyio
 
@@ -42,22 +42,10 @@ LIMITS = Limits(submissions=50, window=1.0, concurrent=1, generation_timeout=5.0
 
 
 @pytest.fixture
-async def inspect(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 async def private(private_redis: RedisServer) -> AsyncIterator[aioredis.Redis]:
     """A plain client on the test's own Redis (its command counts are the test's alone)."""
-    client = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
-    try:
+    async with plain_client(private_redis.url) as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 async def connections(inspect: aioredis.Redis, name: str) -> list[dict[str, str]]:

@@ -32,7 +32,7 @@ pytest.importorskip("temporalio", reason="install the temporal extra: pip instal
 
 from temporalio.client import Client
 
-from ..redis.conftest import RedisServer, free_port, redis_server_path
+from ..redis.conftest import RedisServer, free_port, redis_server_path, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 HOW_TO_ENABLE = (
@@ -100,13 +100,7 @@ class TemporalServer:
         return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process, grace=10)
         self.process = None
 
 
