@@ -56,7 +56,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -64,7 +64,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._budget import Budget, Prices, Verdict
 from ._client import AsyncClient
@@ -96,6 +96,7 @@ from ._limits import Priority
 from ._models import Generation, GenerationStatus
 from ._queue import JobQueue, MustSubmit
 from ._submission import NotSentInTime, Reservation
+from ._watch import Submitted
 from ._wire import converter
 
 __all__ = ["AccountState", "BatchRunner", "check_directory"]
@@ -218,6 +219,15 @@ async def _wait_until_done(task: asyncio.Task[None]) -> None:
         raise cancelled
     if not task.cancelled():
         task.result()
+
+
+def _buffered(receive: MemoryObjectReceiveStream[JobResult]) -> Iterator[JobResult]:
+    """The results already in ``receive``'s buffer, taken without a checkpoint."""
+    while True:
+        try:
+            yield receive.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return
 
 
 def check_directory(directory: Path) -> None:
@@ -453,6 +463,11 @@ class BatchRunner:
             async with receive:
                 async for result in receive:
                     yield result
+                    # What else is buffered goes out now, not one result per loop iteration
+                    # (each receive() is a checkpoint): with thousands of workers a busy
+                    # loop would otherwise hold thousands of finished results.
+                    for result in _buffered(receive):
+                        yield result
             await driver  # raises what stopped the batch, if anything did
         finally:
             if not driver.done():  # the caller left early: stop the workers
@@ -749,9 +764,10 @@ class BatchRunner:
         self._prices.learn(job.model, job.output_number, submission.credit_cost)
         if self._budget is not None:
             self._budget.created(job.id, submission.credit_cost)
+        submitted = Submitted(job.model, time.time())
         if journal is not None:
             await journal.submitted(job.id, submission.generation_id)
-        return await self._finish(account, job, submission.generation_id, started)
+        return await self._finish(account, job, submission.generation_id, started, submitted)
 
     async def _expired(self, account: _Account, job: Job) -> JobResult:
         """The job could not be sent by its ``start_by``: nothing was paid."""
@@ -785,7 +801,12 @@ class BatchRunner:
         return False
 
     async def _finish(
-        self, account: _Account, job: Job, generation_id: str, submitted_at: float
+        self,
+        account: _Account,
+        job: Job,
+        generation_id: str,
+        submitted_at: float,
+        submitted: Submitted | None = None,
     ) -> JobResult:
         """Watch a created generation to its end, download, record."""
         client = account.client
@@ -794,8 +815,8 @@ class BatchRunner:
             account.state = generation.status
 
         try:
-            generation = await client.wait(
-                generation_id, timeout=self._wait_timeout, on_update=show
+            generation = await client._wait(
+                generation_id, timeout=self._wait_timeout, on_update=show, submitted=submitted
             )
         except Exception as exc:
             if self._budget is not None:  # a failed generation is refunded; else assume paid

@@ -28,6 +28,7 @@ import hashlib
 import inspect
 import ipaddress
 import os
+import time
 import warnings
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
@@ -59,7 +60,7 @@ from ._submission import Request, Reservation, Submitter
 from ._telemetry import make_telemetry
 from ._transport import Transport
 from ._wakeups import Wakeups
-from ._watch import Watcher
+from ._watch import Submitted, Watcher
 
 if TYPE_CHECKING:
     from .webhooks import WebhookEvent
@@ -483,6 +484,17 @@ class AsyncClient:
         :raises GenerationTimeoutError: ``timeout`` seconds passed first (default: the
             service's deadline for the generation), with ``.last_status``.
         """
+        return await self._wait(generation_id, timeout=timeout, on_update=on_update)
+
+    async def _wait(
+        self,
+        generation_id: str,
+        *,
+        timeout: float | None = None,
+        on_update: Callable[[Generation], object] | None = None,
+        submitted: Submitted | None = None,
+    ) -> Generation:
+        """:meth:`wait`; ``submitted`` when this client has just created the generation."""
         telemetry = self._telemetry
         with telemetry.call("wait", None, None) as span:
 
@@ -496,6 +508,7 @@ class AsyncClient:
                 timeout=timeout,
                 on_update=update,
                 on_read=lambda _: telemetry.poll(span),
+                submitted=submitted,
             )
             span.set_generation(generation.generation_id, generation.credit_cost)
         return generation
@@ -545,7 +558,8 @@ class AsyncClient:
         self, model: str, prompt: str, *, timeout: float | None, **options: Any
     ) -> Generation:
         submission = await self.submit(model, prompt, **options)
-        return await self.wait(submission.generation_id, timeout=timeout)
+        submitted = Submitted(model, time.time())
+        return await self._wait(submission.generation_id, timeout=timeout, submitted=submitted)
 
     def notify(self, event: WebhookEvent | Mapping[str, Any] | Generation) -> bool:
         """Hand a verified webhook delivery to the client: the event

@@ -70,6 +70,9 @@ __all__ = [
 ]
 
 
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})  # shared by every job without params
+
+
 def _stable(value: object) -> object:
     """JSON-able stand-in for a job parameter, for the content hash and the journal."""
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -122,7 +125,7 @@ class Job:
             model,
             prompt,
             id,
-            MappingProxyType(dict(params)),
+            MappingProxyType(dict(params)) if params else _NO_PARAMS,
             None if start_by is None else float(start_by),
         )
 

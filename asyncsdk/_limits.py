@@ -58,8 +58,8 @@ import collections
 import contextlib
 import enum
 import heapq
+import itertools
 import math
-import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -230,13 +230,16 @@ class Holder:
     watched: bool = False
 
 
+_HOLD_KEYS = itertools.count(1)
+
+
 class _Hold:
     """One taken generation slot; every hold expires (``generation_timeout + margin``)."""
 
     __slots__ = ("expires", "generation_id", "key", "orphan", "since", "tag")
 
     def __init__(self, generation_id: str | None, expires: float) -> None:
-        self.key = secrets.token_hex(6)
+        self.key = format(next(_HOLD_KEYS), "x")  # unique in this process, like the gate
         self.generation_id = generation_id
         self.expires = expires
         self.orphan = False

@@ -55,6 +55,11 @@ the service changed). Past the plan (later than anything learnt), and for a mode
 ``next_delay(now, webhooks=True)`` waits until the far end of the learnt distribution plus
 ``GRACE`` poll intervals, then polls every ``MAX_POLL_FACTOR * poll_interval``.
 
+**Cost.** A distribution is made again once ``REFRESH_SHARE`` of its samples are new (or
+after a jump), not at every ending, and each keeps its plans for first reads within
+``PLAN_GRAIN`` poll intervals of one another: thousands of generations of one model ending
+close together share a few plans instead of planning one each.
+
 Pure arithmetic over the caller's clock readings: no I/O, unit-tested without sleeping; the
 benchmark ``benchmarks/polling.py`` measures it against the frontier of fixed-interval pollers.
 """
@@ -98,6 +103,13 @@ SINGLE_WIDTH: Final = 0.1
 MIN_WIDTH: Final = 0.003
 #: How many generation ids are remembered so that a record read twice is learnt once.
 SEEN_MEMORY: Final = 256
+#: A learnt distribution is made again once this share of its samples is new (at least one):
+#: every few endings, not at each one, when thousands of generations end close together.
+REFRESH_SHARE: Final = 0.125
+#: Plans are cached per distribution for first reads within this many poll intervals.
+PLAN_GRAIN: Final = 1 / 64
+#: Plans cached per distribution.
+PLANS_CACHED: Final = 64
 #: After this many surprising durations in a row on the same side, only they are kept.
 SURPRISES: Final = 3
 
@@ -107,25 +119,30 @@ _Key = tuple[str | None, str | None]
 class _Samples:
     """The recent durations of one model (and account), oldest first."""
 
-    __slots__ = ("distribution", "streak", "values")
+    __slots__ = ("distribution", "fresh", "streak", "values")
 
     def __init__(self) -> None:
         self.values = array.array("d")
         self.streak = 0  # consecutive surprises: > 0 above the usual range, < 0 below
-        #: The distribution of ``values``, made once per change (every schedule reads it).
+        #: The distribution of ``values``, made again once ``REFRESH_SHARE`` of them are new
+        #: (every schedule reads it); ``fresh`` counts the samples added since.
         self.distribution: Durations | None = None
+        self.fresh = 0
 
     def add(self, seconds: float) -> None:
-        self.distribution = None
         side = self._surprise(seconds)
         self.streak = self.streak + side if side and self.streak * side >= 0 else side
         self.values.append(seconds)
+        self.fresh += 1
         if abs(self.streak) >= SURPRISES:
             # The service changed: what came before says nothing about what comes next.
             del self.values[: -abs(self.streak)]
             self.streak = 0
+            self.distribution = None
         elif len(self.values) > MAX_SAMPLES:
             del self.values[0]
+        if self.fresh >= max(1.0, REFRESH_SHARE * len(self.values)):
+            self.distribution = None
 
     def _surprise(self, seconds: float) -> int:
         """+1 (-1) when ``seconds`` is beyond the 10-90% range by more than its width."""
@@ -149,9 +166,10 @@ class Durations:
     edges[i])``; the survival falls linearly within a piece, from 1 to 0.
     """
 
-    __slots__ = ("density", "edges", "survival")
+    __slots__ = ("_plans", "density", "edges", "survival")
 
     def __init__(self, edges: Sequence[float], density: Sequence[float]) -> None:
+        self._plans: dict[tuple[float, float, float], list[float]] = {}
         if len(edges) != len(density) + 1 or len(density) < 1:
             raise ValueError("a distribution needs n + 1 edges for n densities, n >= 1")
         self.edges = array.array("d", edges)
@@ -268,7 +286,22 @@ class Durations:
         Polls at rate ``k * sqrt(hazard)`` for a mean delay of ``target_delay``, with at most
         the expected polls of a fixed poller every ``budget_interval``; the last poll is at the
         far edge. Empty when nothing learnt lasts beyond ``elapsed``.
+
+        Plans are cached: ``elapsed`` is rounded down to ``PLAN_GRAIN * budget_interval``
+        (a plan made a little earlier in the generation's life is as good), so the generations
+        of a busy model share a handful of plans per distribution.
         """
+        grain = PLAN_GRAIN * budget_interval
+        elapsed = math.floor(elapsed / grain) * grain
+        key = (elapsed, target_delay, budget_interval)
+        cached = self._plans.get(key)
+        if cached is None:
+            if len(self._plans) >= PLANS_CACHED:
+                self._plans.clear()
+            cached = self._plans[key] = self._plan(elapsed, target_delay, budget_interval)
+        return list(cached)
+
+    def _plan(self, elapsed: float, target_delay: float, budget_interval: float) -> list[float]:
         alive = self.survival_at(elapsed)
         if alive <= 0:
             return []
@@ -374,6 +407,31 @@ class DurationModel:
     def __init__(self) -> None:
         self._samples: dict[_Key, _Samples] = {}
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: The ``modelProvider`` the records of a model report, by the model id submitted.
+        self._reported: dict[str, str | None] = {}
+
+    def reports_as(self, model: str, model_provider: str | None) -> None:
+        """Remember that generations submitted for ``model`` report ``model_provider``."""
+        if model not in self._reported and len(self._reported) < SEEN_MEMORY:
+            self._reported[model] = model_provider
+
+    def schedule_submitted(
+        self,
+        model: str,
+        poll_interval: float,
+        *,
+        answered: float,
+        account: str | None = None,
+    ) -> PollSchedule | None:
+        """The poll schedule of a generation of ``model`` whose submission was answered at
+        ``answered`` (it was created a little before), planned without reading it first; or
+        ``None`` while nothing is learnt for that model (read it first)."""
+        if model not in self._reported:
+            return None
+        durations = self.durations(self._reported[model], account=account)
+        if durations is None:
+            return None
+        return PollSchedule(poll_interval, started=answered, durations=durations)
 
     def observe(self, generation: Generation, *, account: str | None = None) -> None:
         """Learn from an ended generation's ``totalTime`` (or ``predictTime``)."""
@@ -401,6 +459,7 @@ class DurationModel:
         if own is None or not own.values:
             return None
         if own.distribution is None:
+            own.fresh = 0
             samples = own.values
             n = len(samples)
             decay = 0.5 ** (1.0 / HALF_LIFE)

@@ -52,7 +52,8 @@ import contextlib
 import enum
 import hashlib
 import logging
-import secrets
+import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -133,10 +134,17 @@ def make_label(name: str | None, digits: str) -> str:
     return f"{(name or 'sdk')[:_MAX_NAME_PREFIX]}{'~' if name else '-'}{digits}"
 
 
+#: The tags' random digits: seeded from the OS, again in a forked child (as ``random`` does
+#: for its own), and apart from ``random``'s, which an application may seed. A tag needs to
+#: be unique, not secret; ``secrets`` costs a system call per submission.
+_TAG_RANDOM = random.Random()
+os.register_at_fork(after_in_child=_TAG_RANDOM.seed)
+
+
 def tag_digits(idempotency_key: str | None) -> str:
     """Random digits, or the ones derived from an idempotency key."""
     if idempotency_key is None:
-        return secrets.token_hex(_TAG_DIGITS // 2)
+        return format(_TAG_RANDOM.getrandbits(4 * _TAG_DIGITS), f"0{_TAG_DIGITS}x")
     return hashlib.sha256(idempotency_key.encode()).hexdigest()[:_TAG_DIGITS]
 
 

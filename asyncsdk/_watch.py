@@ -12,7 +12,11 @@ then — reads down all along, or a status the SDK does not know (``canceled``) 
 Polls follow :class:`~asyncsdk._polling.PollSchedule`, learnt per model by the reader's
 :class:`~asyncsdk._polling.DurationModel`. When the application hands webhook deliveries to
 the client, :mod:`asyncsdk._wakeups` wakes the watcher at once and polling becomes a safety
-net. The timeout is around each poll and each sleep, never around a ``yield`` (PEP 789).
+net. A generation the client has just created (``generate()``, ``BatchRunner``; see
+:class:`Submitted`) of a model whose durations are known is not read at once: its plan starts
+from the submission's answer and its first read is the plan's first poll (a read at once would
+only say ``starting``). A caller's own ``watch()`` reads at once. The timeout is around each
+poll and each sleep, never around a ``yield`` (PEP 789).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
+from typing import NamedTuple
 
 import anyio
 
@@ -27,11 +32,20 @@ from ._config import Limits
 from ._errors import AsyncSDKError, GenerationFailedError, GenerationTimeoutError
 from ._limits import AccountGate
 from ._models import Generation, GenerationStatus
+from ._polling import PollSchedule
 from ._reads import Reader
 from ._retry import is_retryable, wait_times
 from ._wakeups import Wakeups
 
-__all__ = ["Watcher"]
+__all__ = ["Submitted", "Watcher"]
+
+
+class Submitted(NamedTuple):
+    """A generation this client has just created: the model it was submitted for and when
+    the submission's answer arrived (Unix time; the generation was created before)."""
+
+    model: str
+    answered: float
 
 
 class Watcher:
@@ -62,6 +76,7 @@ class Watcher:
         *,
         poll_interval: float | None = None,
         on_read: Callable[[Generation], object] | None = None,
+        submitted: Submitted | None = None,
     ) -> AsyncGenerator[Generation, None]:
         interval = poll_interval or self.poll_interval
         limits = self._limits
@@ -70,9 +85,21 @@ class Watcher:
         ends_by = started + limits.generation_timeout + limits.margin + interval
         last: Generation | None = None
         schedule = None
+        durations = self._reader.durations
+        if submitted is not None:
+            schedule = durations.schedule_submitted(
+                submitted.model, interval, answered=submitted.answered, account=self._account
+            )
+            if schedule is not None:  # created before the answer: it ends before this
+                ends_by = max(submitted.answered, started) + limits.generation_timeout
+                ends_by += limits.margin + interval
         waits = wait_times(*self._backoff)
         next(waits)
         with self._gate().watching(generation_id):
+            if schedule is not None:
+                # Just created, of a model whose durations are known: the first read is the
+                # plan's first poll (a read now would only say "starting").
+                await self._pause(generation_id, schedule, ends_by)
             while True:
                 try:
                     generation = self._wakeups.take(generation_id)
@@ -96,6 +123,8 @@ class Watcher:
                     continue
                 waits = wait_times(*self._backoff)
                 next(waits)
+                if last is None and submitted is not None:
+                    durations.reports_as(submitted.model, generation.model_provider)
                 if last is None or generation.status != last.status:
                     last = generation
                     yield generation
@@ -116,8 +145,14 @@ class Watcher:
                     )
                 if now >= ends_by:
                     raise GenerationTimeoutError(generation_id, generation.status)
-                delay = schedule.next_delay(now, webhooks=self._wakeups.flowing)
-                await self._wakeups.sleep(generation_id, min(delay, max(ends_by - now, 0.0)))
+                await self._pause(generation_id, schedule, ends_by)
+
+    async def _pause(self, generation_id: str, schedule: PollSchedule, ends_by: float) -> None:
+        """Sleep until the schedule's next poll (or a webhook delivery), never past
+        ``ends_by``."""
+        now = time.time()
+        delay = schedule.next_delay(now, webhooks=self._wakeups.flowing)
+        await self._wakeups.sleep(generation_id, min(delay, max(ends_by - now, 0.0)))
 
     async def wait(
         self,
@@ -126,10 +161,11 @@ class Watcher:
         timeout: float | None = None,
         on_update: Callable[[Generation], object] | None = None,
         on_read: Callable[[Generation], object] | None = None,
+        submitted: Submitted | None = None,
     ) -> Generation:
         last: Generation | None = None
         with anyio.move_on_after(timeout) as scope:
-            events = self.watch(generation_id, on_read=on_read)
+            events = self.watch(generation_id, on_read=on_read, submitted=submitted)
             async with contextlib.aclosing(events):
                 async for last in events:
                     if on_update is not None:

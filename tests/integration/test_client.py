@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import zlib
@@ -139,6 +140,32 @@ async def test_watch_yields_each_transition_once_in_order(emu: Emulator) -> None
         GenerationStatus.PROCESSING,
         GenerationStatus.SUCCEEDED,
     ]
+
+
+async def test_generate_first_reads_when_the_plan_says_it_may_have_ended() -> None:
+    """generate() of a model whose durations are known does not read the generation it has
+    just created (a read then could only say "starting"): the first read is the plan's, at the
+    learnt end. A model met for the first time is read at once, and ``watch()`` always is."""
+    route = ("GET", "/api/v1/image-generation/{generationId}")
+    timings = {"starting_time": 0.05, "processing_time": 0.25, "generation_timeout": 3.0}
+    emulator = Emulator(accounts=1, window=2.0, **timings)
+    async with emulator as emu, client_for(emu, poll_interval=0.1) as client:
+        await client.generate(MODEL, "the first of its model")
+        first = emu.stats.requests[route]
+        for i in range(3):
+            await client.generate(MODEL, f"learning {i}")
+        before = emu.stats.requests[route]
+        for i in range(5):
+            done = await client.generate(MODEL, f"learnt {i}")
+            assert done.status is GenerationStatus.SUCCEEDED
+        learnt = emu.stats.requests[route] - before
+        submission = await client.submit(MODEL, "watched")
+        events = client.watch(submission.generation_id)
+        async with contextlib.aclosing(events):
+            seen = [g.status async for g in events]
+    assert first >= 2  # at once ("starting"), then until the end
+    assert learnt <= 6  # one read each at the learnt end (one spare for a slow loop)
+    assert seen[0] is GenerationStatus.STARTING
 
 
 async def test_wait_raises_on_failure_and_timeout(emu: Emulator, client: AsyncClient) -> None:

@@ -20,7 +20,9 @@ from asyncsdk._polling import (
     COLD_START,
     FLOOR,
     GRACE,
+    MAX_SAMPLES,
     OWN_SAMPLES,
+    REFRESH_SHARE,
     SURPRISES,
     DurationModel,
     Durations,
@@ -250,6 +252,60 @@ def test_durations_are_learnt_per_model_and_per_account() -> None:
     assert slow.low > 25.0 and fast.high < 6.0 and pooled.low < 6.0 < 25.0 < pooled.high
     assert model.expected("other") == pytest.approx(7.0, rel=0.02)
     assert model.durations("unknown") is None
+
+
+def test_the_distribution_is_made_again_once_enough_of_it_is_new() -> None:
+    """Thousands of generations ending close together do not each remake the distribution:
+    it is remade once ``REFRESH_SHARE`` of its samples are new, and at once after a jump."""
+    model = DurationModel()
+    for i in range(MAX_SAMPLES):
+        model.observe(ended(f"g{i}", 10.0 + (i % 7) * 0.1))
+    made = model.durations("m")
+    refresh = math.ceil(REFRESH_SHARE * MAX_SAMPLES)
+    for i in range(refresh - 1):
+        model.observe(ended(f"n{i}", 10.3))
+        assert model.durations("m") is made
+    model.observe(ended("last", 10.3))
+    remade = model.durations("m")
+    assert remade is not None and remade is not made
+    for i in range(SURPRISES):
+        model.observe(ended(f"jump{i}", 30.0 + i * 0.1))
+    jumped = model.durations("m")
+    assert jumped is not None and jumped.low > 20.0
+
+
+def test_first_reads_close_together_share_a_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    planned = []
+    make_plan = Durations._plan
+
+    def counted(self: Durations, *args: float) -> list[float]:
+        planned.append(args)
+        return make_plan(self, *args)
+
+    monkeypatch.setattr(Durations, "_plan", counted)
+    durations = Durations.from_samples([9.0, 9.5, 10.0, 10.5, 11.0])
+    first = durations.plan(0.101, target_delay=0.125, budget_interval=1.0)
+    first.clear()  # a copy: the cached plan is not the caller's to change
+    again = durations.plan(0.105, target_delay=0.125, budget_interval=1.0)
+    assert again and again == durations.plan(0.1, target_delay=0.125, budget_interval=1.0)
+    assert again[-1] == durations.high
+    assert len(planned) == 1  # planned once for the three
+
+
+def test_a_generation_just_created_is_planned_from_its_answer() -> None:
+    """``schedule_submitted`` plans from the submission's answer once the model's records
+    have been seen (the ``modelProvider`` they report may differ from the id submitted)."""
+    model = DurationModel()
+    assert model.schedule_submitted("vendor/m", P, answered=100.0) is None  # never seen
+    model.reports_as("vendor/m", "m")
+    assert model.schedule_submitted("vendor/m", P, answered=100.0) is None  # nothing learnt
+    for i in range(20):
+        model.observe(ended(f"g{i}", 10.0))
+    schedule = model.schedule_submitted("vendor/m", P, answered=100.0)
+    assert schedule is not None
+    polls = schedule.plan(100.05)
+    assert polls and polls[-1] == pytest.approx(110.0, abs=0.1)
+    assert all(t >= 100.0 + FLOOR for t in polls)
 
 
 def test_with_webhooks_polling_is_a_safety_net() -> None:

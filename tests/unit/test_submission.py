@@ -7,6 +7,8 @@ the outcome the protocol reaches, what it sent, and what the gate holds afterwar
 from __future__ import annotations
 
 import itertools
+import os
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +22,7 @@ from asyncsdk._errors import APIConnectionError, APIResponseValidationError, err
 from asyncsdk._limits import LocalAccountGate
 from asyncsdk._models import RateLimitInfo
 from asyncsdk._request import build_request
-from asyncsdk._submission import Request, Submitter, make_label
+from asyncsdk._submission import Request, Submitter, make_label, tag_digits
 from asyncsdk._transport import Response
 
 pytestmark = pytest.mark.anyio
@@ -272,3 +274,27 @@ async def test_a_reservation_gives_back_what_it_did_not_use() -> None:
         assert reservation.open
     stats = sub.gate.statistics()
     assert (stats.in_progress, stats.submissions_in_window) == (0, 0)
+
+
+def test_tag_digits_differ_in_a_forked_child_and_ignore_the_application_seed() -> None:
+    """A forked worker does not repeat its parent's tags (it would adopt the parent's
+    generation), and ``random.seed()`` in the application does not make tags repeat across
+    runs."""
+    random.seed(7)
+    first = tag_digits(None)
+    random.seed(7)
+    assert tag_digits(None) != first
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child only reports its tag
+        os.write(write, tag_digits(None).encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        theirs = os.read(read, 64).decode()
+    finally:
+        os.close(read)
+        os.waitpid(child, 0)
+    ours = tag_digits(None)
+    assert len(theirs) == len(ours) == 12
+    assert theirs != ours
