@@ -703,6 +703,9 @@ class BatchRunner:
                 continue
             queue.finished()
             await self._emit(result)
+            # The worker may wait long for its next job: it keeps nothing of this one (with
+            # thousands of accounts, each last record kept adds up to megabytes).
+            del result, job, reservation
         account.state = AccountState.OUT if account.out is not None else AccountState.DONE
 
     def _halt(self, reason: str) -> None:

@@ -504,17 +504,17 @@ class PollSchedule:
         self.durations = durations
         self.floor = poll_interval * FLOOR
         self.cap = poll_interval * MAX_POLL_FACTOR
-        self._times: collections.deque[float] | None = None
+        self._times: list[float] | None = None  # latest first: the next is popped off the end
         self._backoff = poll_interval * (COLD_START if durations is None else FLOOR)
 
     def plan(self, now: float) -> list[float]:
         """The poll times still planned (on the caller's clock); the plan is made by the first
         call, with ``now`` the time of the read that found the generation running."""
-        return list(self._planned(now))
+        return self._planned(now)[::-1]
 
-    def _planned(self, now: float) -> collections.deque[float]:
+    def _planned(self, now: float) -> list[float]:
         if self._times is None:
-            self._times = collections.deque(self._make_plan(now))
+            self._times = self._make_plan(now)[::-1]
         return self._times
 
     def _make_plan(self, now: float) -> list[float]:
@@ -559,10 +559,10 @@ class PollSchedule:
                 if safety - now > self.floor:
                     return safety - now
             return self.cap
-        while times and times[0] - now < self.floor / 2:
-            times.popleft()
+        while times and times[-1] - now < self.floor / 2:
+            times.pop()
         if times:
-            return min(max(times.popleft() - now, self.floor), self.cap)
+            return min(max(times.pop() - now, self.floor), self.cap)
         delay = self._backoff
         self._backoff = min(self._backoff * BACKOFF, self.poll_interval * BACKOFF_CAP)
         return delay

@@ -23,7 +23,7 @@ read ``processing``, the delivery came, then it went to sleep) still finds it.
 
 Only ended records wake anyone: a record still running, or a well-formed event of another
 type, is ignored (``notify`` returns ``False``). The registry trusts what it is given:
-verify deliveries before handing them over. Pure bookkeeping over anyio events and an
+verify deliveries before handing them over. Pure bookkeeping over one-shot flags and an
 injectable clock: no I/O.
 """
 
@@ -33,10 +33,9 @@ import collections
 from collections.abc import Mapping
 from typing import Any, Final
 
-import anyio
 import attrs
 
-from ._limits import Clock, SystemClock
+from ._limits import Clock, Flag, SystemClock
 from ._models import Generation
 from ._wire import structure
 from .webhooks import GENERATION_COMPLETED, GENERATION_FAILED, WebhookEvent
@@ -76,7 +75,7 @@ class _Sleepers:
     __slots__ = ("count", "event", "record")
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
+        self.event = Flag()
         self.record: Generation | None = None
         self.count = 0
 

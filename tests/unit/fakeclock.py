@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import anyio
 
+from asyncsdk._limits import Flag
+
 
 class FakeClock:
     """Implements ``asyncsdk._limits.Clock``; ``advance()`` wakes the waits that are due."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self.time = start
-        self._timers: list[tuple[float, anyio.Event]] = []
+        self._timers: list[tuple[float, Flag]] = []
 
     def now(self) -> float:
         return self.time
 
-    async def wait(self, event: anyio.Event, seconds: float) -> None:
+    async def wait(self, event: Flag, seconds: float) -> None:
         self._timers.append((self.time + seconds, event))
         await event.wait()
 

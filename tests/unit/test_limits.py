@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncsdk import Limits, RateLimitError, RateLimitInfo
-from asyncsdk._limits import Holder, LocalAccountGate, Priority, SubmissionWindow
+from asyncsdk._limits import Flag, Holder, LocalAccountGate, Priority, SubmissionWindow
 
 from .fakeclock import FakeClock
 
@@ -391,3 +391,35 @@ async def test_interactive_waiters_go_first_but_batch_is_never_starved(
         await clock.run_until(lambda: len(order) == 9)
     # The head was already batch's b0; then interactive first, a batch one after every four.
     assert order == ["b0", "i0", "i1", "i2", "i3", "b1", "i4", "i5", "b2"]
+
+
+async def test_a_flag_wakes_every_waiter_and_times_out_without_a_cancellation() -> None:
+    flag = Flag()
+    woken: list[str] = []
+
+    async def waiter(name: str, seconds: float | None) -> None:
+        await flag.wait(seconds)
+        woken.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, "short", 0.01)
+        tg.start_soon(waiter, "forever", None)
+        tg.start_soon(waiter, "long", 30.0)
+        with anyio.fail_after(5):
+            while woken != ["short"]:
+                await anyio.sleep(0.005)
+        assert not flag.is_set() and flag._waiters is not None and len(flag._waiters) == 2
+        flag.set()
+        flag.set()  # once
+    assert sorted(woken) == ["forever", "long", "short"]
+    assert flag._waiters is None
+    with anyio.fail_after(1):
+        await flag.wait()  # set already: returns at once
+
+
+async def test_a_cancelled_flag_waiter_leaves_no_trace() -> None:
+    flag = Flag()
+    with anyio.move_on_after(0.01):
+        await flag.wait()
+    assert flag._waiters == [] and not flag.is_set()
+    flag.set()
