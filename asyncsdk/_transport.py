@@ -54,7 +54,6 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
-from multidict import CIMultiDict
 
 from ._config import DEFAULT_MAX_CONNECTIONS
 from ._errors import (
@@ -240,7 +239,7 @@ class Pool:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0),
             cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"User-Agent": USER_AGENT},
+            headers=_POOL_HEADERS,
             raise_for_status=False,
         )
         self.slots = Slots(limit)
@@ -313,6 +312,7 @@ _POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int
 _CLOSING: set[asyncio.Task[None]] = set()
 #: What a request through a session handed in adds (a pooled session sends it by default).
 _OWN_SESSION_HEADERS: Mapping[str, str] = {"User-Agent": USER_AGENT}
+_POOL_HEADERS: Mapping[str, str] = {**_OWN_SESSION_HEADERS, "Accept": "application/json"}
 
 
 def _close_soon(session: aiohttp.ClientSession) -> None:
@@ -371,8 +371,9 @@ class Transport:
         )
         # A pooled session sends the User-Agent itself; a session handed in does not.
         self._own_session = session is not None
-        extra = _OWN_SESSION_HEADERS if self._own_session else {}
-        self._headers = CIMultiDict({**extra, "Accept": "application/json", **headers})
+        # A plain dict: a client per account at 10,000 accounts, 0.3 KB less each than a
+        # CIMultiDict (aiohttp merges it into the session's headers per request anyway).
+        self._headers = {**_POOL_HEADERS, **headers} if self._own_session else dict(headers)
         self._session = session
         self._pool: Pool | None = None
         self._slots: Slots | None = None
@@ -429,8 +430,7 @@ class Transport:
             data, headers = None, self._headers
         else:
             data = json.dumps(json_body).encode()
-            headers = CIMultiDict(self._headers)
-            headers["Content-Type"] = "application/json"
+            headers = {**self._headers, "Content-Type": "application/json"}
         slots = self._slots
         if slots is not None and not slots.try_acquire():
             await slots.acquire()  # outside the timeout: queueing here sends nothing

@@ -396,18 +396,21 @@ async def test_interactive_waiters_go_first_but_batch_is_never_starved(
 async def test_a_flag_wakes_every_waiter_and_times_out_without_a_cancellation() -> None:
     flag = Flag()
     woken: list[str] = []
+    short_done = anyio.Event()
 
     async def waiter(name: str, seconds: float | None) -> None:
         await flag.wait(seconds)
         woken.append(name)
+        if name == "short":
+            short_done.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter, "short", 0.01)
         tg.start_soon(waiter, "forever", None)
         tg.start_soon(waiter, "long", 30.0)
         with anyio.fail_after(5):
-            while woken != ["short"]:
-                await anyio.sleep(0.005)
+            await short_done.wait()
+        assert woken == ["short"]
         assert not flag.is_set() and flag._waiters is not None and len(flag._waiters) == 2
         flag.set()
         flag.set()  # once
