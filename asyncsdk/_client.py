@@ -22,6 +22,7 @@ submitter, the watcher and its wakeups, the downloader) is built on first use.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import hashlib
@@ -89,6 +90,8 @@ def account_key(api_key: str, base_url: str) -> str:
 
 
 _DEFAULT_LIMITS = Limits()
+#: Submissions a client remembers for :meth:`AsyncClient.wait` (newest kept).
+_CREATED_MEMORY = 256
 #: The duration model of each base URL, shared by its clients (what a model's generations
 #: take is learnt once per process, per model and per account); the last few base URLs.
 _DURATIONS: dict[str, DurationModel] = {}
@@ -184,6 +187,8 @@ class AsyncClient:
         self._gate_backend: Gate = gate if gate is not None else local_gate
         self._gate: AccountGate | None = None
         self._state = _State.UNOPENED
+        #: Generations this client has just created, for :meth:`wait` (see :meth:`submit`).
+        self._created: collections.OrderedDict[str, Submitted] | None = None
         self._transport = Transport(
             base_url,
             headers={"Authorization": f"Bearer {api_key}"},
@@ -429,7 +434,17 @@ class AsyncClient:
                 priority=Priority(priority or self.priority),
             )
             span.set_generation(submission.generation_id, submission.credit_cost)
+        created = self._created
+        if created is None:
+            created = self._created = collections.OrderedDict()
+        created[submission.generation_id] = Submitted(model, time.time())
+        if len(created) > _CREATED_MEMORY:
+            created.popitem(last=False)
         return submission
+
+    def _just_created(self, generation_id: str) -> Submitted | None:
+        """What :meth:`submit` noted of ``generation_id``, taken (once)."""
+        return self._created.pop(generation_id, None) if self._created else None
 
     async def reconcile(
         self, tag: str, *, sent_at: float, since: float | None = None
@@ -479,12 +494,17 @@ class AsyncClient:
         """The generation once it has succeeded.
 
         ``on_update`` is called with each status change on the way (progress displays).
+        A generation this client has just submitted is first read when the durations learnt
+        for its model say it may have ended (a read at once could only say ``starting``).
 
         :raises GenerationFailedError: it ended ``failed`` (see ``.generation.failure_reason``).
         :raises GenerationTimeoutError: ``timeout`` seconds passed first (default: the
             service's deadline for the generation), with ``.last_status``.
         """
-        return await self._wait(generation_id, timeout=timeout, on_update=on_update)
+        submitted = self._just_created(generation_id)
+        return await self._wait(
+            generation_id, timeout=timeout, on_update=on_update, submitted=submitted
+        )
 
     async def _wait(
         self,
@@ -558,7 +578,7 @@ class AsyncClient:
         self, model: str, prompt: str, *, timeout: float | None, **options: Any
     ) -> Generation:
         submission = await self.submit(model, prompt, **options)
-        submitted = Submitted(model, time.time())
+        submitted = self._just_created(submission.generation_id)
         return await self._wait(submission.generation_id, timeout=timeout, submitted=submitted)
 
     def notify(self, event: WebhookEvent | Mapping[str, Any] | Generation) -> bool:

@@ -31,8 +31,9 @@ aiohttp with its timeout, so the time spent queueing for a connection is never c
 against the request, a request cancelled while queueing has provably not been sent, and a
 burst of thousands of requests waits in the queue instead of all being built at once. How
 many requests the slots let in flight adapts to the reads' round trips, between a floor and
-``max_connections``: when answers come back slower than usual, requests are queueing (at the
-service, or in this event loop, busy with the answers it already has) and fewer are let out.
+``max_connections``: when answers come back slower than usual while this event loop runs late
+(busy with the answers it already has), fewer are let out; a service that is merely slow is
+no reason to send less.
 A session handed in (``session=``) is used as it is and never closed.
 """
 
@@ -123,6 +124,18 @@ class Response:
             ) from exc
 
 
+#: Seconds between two looks at the event loop's lag while requests are in flight.
+LAG_PERIOD: Final = 0.01
+#: Loop lag (seconds) that makes the loop late: only then do slow answers shrink the limit.
+LAG_LIMIT: Final = 0.01
+#: Seconds a late look counts for.
+LATE_FOR: Final = 1.0
+#: Seconds over which the shortest round trip (the base) is remembered, twice over.
+BASE_PERIOD: Final = 10.0
+#: How much longer than the base a smoothed round trip may be before the limit shrinks.
+TOLERANCE: Final = 2.0
+
+
 class Slots:
     """The requests a pool lets in flight: a FIFO limiter whose limit adapts between
     ``floor`` and ``limit`` (see the module docstring).
@@ -137,16 +150,24 @@ class Slots:
     :data:`TOLERANCE` times the base and the limit binds, it grows by one per limit's worth of
     answers, up to ``limit``; beyond that, requests are queueing somewhere (the service, or
     this process's own event loop, busy with the answers it already has) and each answer
-    takes 2% off the limit, down to ``floor``. More requests in flight would then only wait
-    longer, and a loop that has a hundred answers ready at once runs late for everyone else.
+    takes 2% off the limit, down to ``floor``, but only while the loop itself runs late (a
+    look at its lag every :data:`LAG_PERIOD` while requests are in flight found it more than
+    :data:`LAG_LIMIT` late within :data:`LATE_FOR`): a loop that has a hundred answers ready at
+    once runs late for everyone else, and more requests in flight would only make it later;
+    a service that is merely slow, with the loop on time, is no reason to send less (32
+    concurrent reads of one local server took 1.2x the time per read when slow answers alone
+    shrank the limit: ``benchmarks/RESULTS.md``, section 1).
     """
 
     __slots__ = (
         "_base",
         "_base_prev",
         "_clock",
+        "_due",
+        "_late_until",
         "_period_end",
         "_smooth",
+        "_ticking",
         "_waiters",
         "allowed",
         "floor",
@@ -167,6 +188,9 @@ class Slots:
         self._smooth = 0.0
         self._base = self._base_prev = math.inf
         self._period_end = clock() + BASE_PERIOD
+        self._late_until = -math.inf
+        self._ticking = False
+        self._due = 0.0
 
     @property
     def waiting(self) -> int:
@@ -176,6 +200,8 @@ class Slots:
         """Take a slot if one is free and nobody waits (no await)."""
         if self.in_use < self.allowed and not self._waiters:
             self.in_use += 1
+            if not self._ticking:
+                self._tick_soon()
             return True
         return False
 
@@ -214,15 +240,33 @@ class Slots:
         base = min(self._base, self._base_prev)
         self._smooth = round_trip if not self._smooth else 0.9 * self._smooth + 0.1 * round_trip
         if self._smooth > TOLERANCE * base:
-            self.allowed = max(self.floor, self.allowed * 0.98)
+            if now < self._late_until:  # queueing in this loop, not only at the service
+                self.allowed = max(self.floor, self.allowed * 0.98)
         elif self.in_use + 1 >= self.allowed:  # the limit binds: probe for more
             self.allowed = min(self.limit, self.allowed + 1 / self.allowed)
 
+    def observe_lag(self, lag: float) -> None:
+        """One look at the event loop: ``lag`` seconds late."""
+        if lag > LAG_LIMIT:
+            self._late_until = self._clock() + LATE_FOR
 
-#: Seconds over which the shortest round trip (the base) is remembered, twice over.
-BASE_PERIOD: Final = 10.0
-#: How much longer than the base a smoothed round trip may be before the limit shrinks.
-TOLERANCE: Final = 2.0
+    def _tick_soon(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # used outside a loop (tests of the bookkeeping): no looks
+            return
+        self._ticking = True
+        self._due = loop.time() + LAG_PERIOD
+        loop.call_at(self._due, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        self.observe_lag(now - self._due)
+        if self.in_use or self._waiters:
+            self._due = now + LAG_PERIOD
+            loop.call_at(self._due, self._tick, loop)
+        else:
+            self._ticking = False
 
 
 class Pool:

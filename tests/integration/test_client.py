@@ -143,9 +143,10 @@ async def test_watch_yields_each_transition_once_in_order(emu: Emulator) -> None
 
 
 async def test_generate_first_reads_when_the_plan_says_it_may_have_ended() -> None:
-    """generate() of a model whose durations are known does not read the generation it has
-    just created (a read then could only say "starting"): the first read is the plan's, at the
-    learnt end. A model met for the first time is read at once, and ``watch()`` always is."""
+    """generate() (or submit() then wait()) of a model whose durations are known does not
+    read the generation it has just created (a read then could only say "starting"): the first
+    read is the plan's, at the learnt end. A model met for the first time is read at once, and
+    ``watch()`` always is."""
     route = ("GET", "/api/v1/image-generation/{generationId}")
     timings = {"starting_time": 0.05, "processing_time": 0.25, "generation_timeout": 3.0}
     emulator = Emulator(accounts=1, window=2.0, **timings)
@@ -159,12 +160,18 @@ async def test_generate_first_reads_when_the_plan_says_it_may_have_ended() -> No
             done = await client.generate(MODEL, f"learnt {i}")
             assert done.status is GenerationStatus.SUCCEEDED
         learnt = emu.stats.requests[route] - before
+        before = emu.stats.requests[route]
+        for i in range(3):  # submit() then wait(): the same
+            submitted = await client.submit(MODEL, f"submitted {i}")
+            await client.wait(submitted.generation_id)
+        waited = emu.stats.requests[route] - before
         submission = await client.submit(MODEL, "watched")
         events = client.watch(submission.generation_id)
         async with contextlib.aclosing(events):
             seen = [g.status async for g in events]
     assert first >= 2  # at once ("starting"), then until the end
     assert learnt <= 6  # one read each at the learnt end (one spare for a slow loop)
+    assert waited <= 4
     assert seen[0] is GenerationStatus.STARTING
 
 

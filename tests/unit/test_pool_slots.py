@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from asyncsdk._transport import Pool, Slots, origin_of
+from asyncsdk._transport import LAG_LIMIT, LAG_PERIOD, Pool, Slots, origin_of
 
 pytestmark = pytest.mark.anyio
 
@@ -90,7 +91,12 @@ def test_round_trips_that_grow_shrink_the_limit_to_the_floor_and_back() -> None:
         slots.release(0.001)
         assert slots.try_acquire()
     assert slots.allowed == 100
-    for _ in range(400):  # answers queue: 10 ms each
+    for _ in range(400):  # answers queue at the service: 10 ms each, the loop on time
+        slots.release(0.010)
+        slots.try_acquire()
+    assert slots.allowed == 100
+    slots.observe_lag(LAG_LIMIT * 3)  # now the loop runs late: answers queue here
+    for _ in range(400):
         slots.release(0.010)
         slots.try_acquire()
     assert slots.allowed == 8 and slots.in_use <= 100
@@ -114,6 +120,7 @@ def test_the_base_is_forgotten_after_two_periods() -> None:
     slots.release(0.001)
     slots.try_acquire()
     clock.now += 25.0  # the service got slower for good: 5 ms is its new normal
+    slots.observe_lag(LAG_LIMIT * 3)
     for _ in range(200):
         slots.release(0.005)
         slots.try_acquire()
@@ -124,6 +131,18 @@ def test_the_base_is_forgotten_after_two_periods() -> None:
         while slots.try_acquire():
             pass
     assert low < 50 and slots.allowed == 50
+
+
+async def test_the_slots_look_at_the_loop_while_requests_are_in_flight() -> None:
+    """A callback that hogs the loop makes the looks late; once idle, the looks stop."""
+    slots = Slots(100, floor=8)
+    assert slots.try_acquire()
+    asyncio.get_running_loop().call_soon(time.sleep, LAG_LIMIT * 3)
+    await asyncio.sleep(LAG_PERIOD * 3)
+    assert slots._late_until > time.monotonic()
+    slots.release()
+    await asyncio.sleep(LAG_PERIOD * 3)
+    assert not slots._ticking
 
 
 def test_a_lower_limit_queues_the_next_requests_without_losing_any() -> None:
