@@ -501,6 +501,7 @@ async def emulator_table(quick: bool) -> Table:
             "mean delay (s)",
             "polls ratio",
             "delay ratio",
+            "polls x delay ratio",
             "verdict",
         ],
     )
@@ -516,11 +517,16 @@ async def emulator_table(quick: bool) -> Table:
             polls, rates, delays = _per_repetition(result)
             rate, delay = Spread.of(rates), Spread.of(delays)
             verdict = ""
+            products = _ratio(
+                [p * d for p, d in zip(polls, delays, strict=True)],
+                [p * d for p, d in zip(base_polls, base_delays, strict=True)],
+            )
             if name == KINDS[0]:
-                # Dominates the fixed poller of the same run: fewer polls and less delay.
-                fewer = Spread.of(polls).median < Spread.of(base_polls).median
-                sooner = delay.median < Spread.of(base_delays).median
-                met = fewer and sooner and delay.median <= TARGET_DELAY
+                # Below the fixed pollers' frontier: a fixed poller every h makes E[D] / h
+                # polls at a delay of about h / 2, so polls x delay is the same for every
+                # interval; fewer polls than any of them at the same delay is a smaller
+                # product than the fixed poller measured in the same run.
+                met = products.median < 1.0 and delay.median <= TARGET_DELAY
                 verdict = "met" if met else "MISSED"
             elif name == KINDS[1]:
                 met = Spread.of(polls).median <= TARGET_READS and delay.median <= TARGET_DELAY
@@ -533,6 +539,7 @@ async def emulator_table(quick: bool) -> Table:
                 delay.fmt(".3f"),
                 _ratio(polls, base_polls).fmt(".2f") + "x",
                 _ratio(delays, base_delays).fmt(".2f") + "x",
+                products.fmt(".2f") + "x",
                 verdict,
             )
             if result.cold is not None:
@@ -546,8 +553,10 @@ async def emulator_table(quick: bool) -> Table:
         "side by side, each client on its own account of one emulator process. Ratios are per "
         "repetition, against the fixed 1 s poller.",
         f"Time compressed {1 / TIME_SCALE:g}x (poll_interval 1 s -> {TIME_SCALE:g} s); "
-        f"processing times drawn within +/-{JITTER:.0%} of nominal; targets: asyncsdk fewer "
-        f"polls and less delay than the fixed 1 s poller, mean delay <= {TARGET_DELAY} s; with "
+        f"processing times drawn within +/-{JITTER:.0%} of nominal; targets (issue 12: fewer "
+        "polls than the best fixed interval at the same notice delay): asyncsdk's polls x "
+        "delay below the fixed 1 s poller's (the same for every fixed interval: E[D] / 2), "
+        f"mean delay <= {TARGET_DELAY} s; with "
         f"webhooks <= {TARGET_READS:g} status reads per generation and a mean delay <= "
         f"{TARGET_DELAY} s (the delivery latency).",
         "Cold first generation (nothing learnt yet, excluded above): " + "; ".join(colds) + ".",
