@@ -517,17 +517,24 @@ class AsyncClient:
         """:meth:`wait`; ``submitted`` when this client has just created the generation."""
         telemetry = self._telemetry
         with telemetry.call("wait", None, None) as span:
+            on_read: Callable[[Generation], object] | None = None
+            if telemetry.enabled:  # no closures to keep for the no-op (thousands of waits)
+                caller = on_update
 
-            def update(generation: Generation) -> None:
-                telemetry.status(span, generation)
-                if on_update is not None:
-                    on_update(generation)
+                def update(generation: Generation) -> None:
+                    telemetry.status(span, generation)
+                    if caller is not None:
+                        caller(generation)
 
+                def on_read(_: Generation) -> None:
+                    telemetry.poll(span)
+
+                on_update = update
             generation = await self._watcher.wait(
                 generation_id,
                 timeout=timeout,
-                on_update=update,
-                on_read=lambda _: telemetry.poll(span),
+                on_update=on_update,
+                on_read=on_read,
                 submitted=submitted,
             )
             span.set_generation(generation.generation_id, generation.credit_cost)

@@ -111,6 +111,10 @@ class SystemClock:
         await event.wait(seconds)
 
 
+#: The one real clock (it keeps no state).
+SYSTEM_CLOCK: Final = SystemClock()
+
+
 class Flag:
     """A one-shot event, shaped like ``anyio.Event`` (``set``, ``is_set``, ``wait``), with a
     timed wait: what every waiter of a gate or a watch sleeps on.
@@ -512,7 +516,7 @@ class LocalAccountGate:
         self, limits: Limits, *, clock: Clock | None = None, probe_interval: float = 1.0
     ) -> None:
         self.limits = limits
-        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self.probe_interval = probe_interval
         self._window = SubmissionWindow(limits.submissions, limits.window, limits.margin)
         self._holds: list[_Hold] = []
@@ -752,7 +756,6 @@ class _LoopGates:
                 self.unused[key] = None  # still busy: look again later
 
 
-_SYSTEM_CLOCK: Final = SystemClock()
 #: Unused gates looked at per :meth:`LocalGate.account` / :meth:`LocalGate.release_account`.
 SWEEP: Final = 4
 
@@ -792,7 +795,7 @@ class LocalGate:
         gates.sweep(SWEEP)
         entry = gates.entries.get(account_key)
         if entry is None:
-            entry = _Registered(LocalAccountGate(limits, clock=self._clock or _SYSTEM_CLOCK))
+            entry = _Registered(LocalAccountGate(limits, clock=self._clock or SYSTEM_CLOCK))
             gates.entries[account_key] = entry
         elif entry.gate.limits != limits:
             raise ValueError(

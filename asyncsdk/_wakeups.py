@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import attrs
 
-from ._limits import Clock, Flag, SystemClock
+from ._limits import SYSTEM_CLOCK, Clock, Flag
 from ._models import Generation
 from ._wire import structure
 from .webhooks import GENERATION_COMPLETED, GENERATION_FAILED, WebhookEvent
@@ -104,7 +104,7 @@ class Wakeups:
             raise ValueError(f"memory must be >= 1, got {memory!r}")
         if not flowing_for >= 0:
             raise ValueError(f"flowing_for must be >= 0, got {flowing_for!r}")
-        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._memory = memory
         self._flowing_for = flowing_for
         self._sleepers: dict[str, _Sleepers] = {}

@@ -164,13 +164,15 @@ class Watcher:
         submitted: Submitted | None = None,
     ) -> Generation:
         last: Generation | None = None
-        with anyio.move_on_after(timeout) as scope:
+        # No cancel scope without a timeout: thousands of waits would each keep one.
+        scope = anyio.move_on_after(timeout) if timeout is not None else None
+        with scope or contextlib.nullcontext():
             events = self.watch(generation_id, on_read=on_read, submitted=submitted)
             async with contextlib.aclosing(events):
                 async for last in events:
                     if on_update is not None:
                         on_update(last)
-        if scope.cancelled_caught or last is None:
+        if (scope is not None and scope.cancelled_caught) or last is None:
             raise GenerationTimeoutError(generation_id, last.status if last else None)
         if last.status is GenerationStatus.FAILED:
             raise GenerationFailedError(last)
