@@ -108,7 +108,8 @@ class Wakeups:
         self._memory = memory
         self._flowing_for = flowing_for
         self._sleepers: dict[str, _Sleepers] = {}
-        self._delivered: collections.OrderedDict[str, Generation] = collections.OrderedDict()
+        #: Made by the first delivery: most clients never see one.
+        self._delivered: collections.OrderedDict[str, Generation] | None = None
         self._last_delivery: float | None = None
         self._deliveries = 0
         self._woken = 0
@@ -137,10 +138,13 @@ class Wakeups:
         key = generation.generation_id
         self._deliveries += 1
         self._last_delivery = self._clock.now()
-        self._delivered[key] = generation
-        self._delivered.move_to_end(key)
-        while len(self._delivered) > self._memory:
-            self._delivered.popitem(last=False)
+        delivered = self._delivered
+        if delivered is None:
+            delivered = self._delivered = collections.OrderedDict()
+        delivered[key] = generation
+        delivered.move_to_end(key)
+        while len(delivered) > self._memory:
+            delivered.popitem(last=False)
         sleepers = self._sleepers.pop(key, None)
         if sleepers is not None:
             sleepers.record = generation
@@ -166,7 +170,7 @@ class Wakeups:
 
     def take(self, generation_id: str) -> Generation | None:
         """The record delivered for ``generation_id`` and not taken yet, if any."""
-        return self._delivered.pop(generation_id, None)
+        return self._delivered.pop(generation_id, None) if self._delivered else None
 
     async def sleep(self, generation_id: str, seconds: float) -> Generation | None:
         """Sleep ``seconds``, or until a delivery for ``generation_id`` comes.
@@ -174,7 +178,7 @@ class Wakeups:
         Returns at once when a record was delivered and not taken yet. The record returned
         stays for :meth:`take`; ``None`` when the time passed without a delivery.
         """
-        found = self._delivered.get(generation_id)
+        found = self._delivered.get(generation_id) if self._delivered else None
         if found is not None:
             return found
         sleepers = self._sleepers.get(generation_id)
@@ -200,7 +204,7 @@ class Wakeups:
         return WakeupStatistics(
             sleeping=sum(s.count for s in self._sleepers.values()),
             generations=len(self._sleepers),
-            remembered=len(self._delivered),
+            remembered=len(self._delivered or ()),
             delivered=self._deliveries,
             woken=self._woken,
             flowing=self.flowing,
