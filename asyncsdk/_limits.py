@@ -119,9 +119,8 @@ class Flag:
     """A one-shot event, shaped like ``anyio.Event`` (``set``, ``is_set``, ``wait``), with a
     timed wait: what every waiter of a gate or a watch sleeps on.
 
-    Lighter than ``anyio.Event`` plus ``move_on_after`` (about 0.3 KB per sleeper against
-    1.8 KB: ``benchmarks/RESULTS.md``, 10,000 accounts): no waiter queue until someone waits,
-    and a timed wait ends by a timer resolving the waiter's future, not by a cancellation.
+    No waiter queue until someone waits, and a timed wait ends by a timer resolving the
+    waiter's future, not by a cancellation (no cancel scope per sleeper).
 
     >>> flag = Flag()
     >>> flag.is_set()
