@@ -411,9 +411,9 @@ class Transport:
         self._secrets = tuple(
             value.split(" ", 1)[-1] for value in headers.values() if value.startswith("Bearer ")
         )
-        # A pooled session sends the User-Agent itself; a session handed in does not.
+        # A pooled session sends the User-Agent and Accept itself; a session handed in gets
+        # them with each request. Either way the client's own header goes with each request.
         self._own_session = session is not None
-        # Only what is the client's own: the pool's session carries the rest.
         self._headers = {**_POOL_HEADERS, **headers} if self._own_session else dict(headers)
         self._session = session
         self._pool: Pool | None = None
