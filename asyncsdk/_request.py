@@ -37,12 +37,7 @@ FIELDS: Final = (
 )
 #: Every keyword a submission takes; a close miss of one of them is a typo, not an extra.
 PARAMETERS: Final = (
-    "name",
-    "output_number",
-    "aspect_ratio",
-    "output_format",
-    "images",
-    "idempotency_key",
+    *FIELDS,
     "recover_since",
     "reservation",
     "priority",

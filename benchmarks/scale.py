@@ -41,7 +41,7 @@ import json
 import sys
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,8 +364,13 @@ def _table(row: Row, by_kind: dict[str, list[Any]], floor: Any, scale: float) ->
     def rate(r: Any) -> float:  # requests per CPU-second of the client process
         return float(r["requests"] / r["cpu"])
 
+    def each(value: Callable[[Any], float], fmt: str) -> tuple[str, str]:
+        """``value`` of every repetition, for the SDK and for the hand-rolled client."""
+        mine, theirs = (Spread.of([value(r) for r in of]).fmt(fmt) for of in (sdk, hand))
+        return mine, theirs
+
     def both(key: str, fmt: str, factor: float = 1.0) -> tuple[str, str]:
-        return spread(key, factor).fmt(fmt), spread(key, factor, of=hand).fmt(fmt)
+        return each(lambda r: r[key] * factor, fmt)
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
@@ -393,8 +398,7 @@ def _table(row: Row, by_kind: dict[str, list[Any]], floor: Any, scale: float) ->
               f"<= {row.sockets}", verdict(sockets.median <= row.sockets))  # fmt: skip
     table.add(
         "jobs per CPU-second",
-        Spread.of([jobs_rate(r) for r in sdk]).fmt(".0f"),
-        Spread.of([jobs_rate(r) for r in hand]).fmt(".0f"),
+        *each(jobs_rate, ".0f"),
         "",
         f"hand-rolled within {FLOOR_TARGET}x",
         verdict(behind.median <= FLOOR_TARGET),
@@ -403,40 +407,35 @@ def _table(row: Row, by_kind: dict[str, list[Any]], floor: Any, scale: float) ->
               "", "")  # fmt: skip
     table.add(
         "requests per CPU-second",
-        Spread.of([rate(r) for r in sdk]).fmt(".0f"),
-        Spread.of([rate(r) for r in hand]).fmt(".0f"),
+        *each(rate, ".0f"),
         f"{1 / floor['cpu_per_request']:.0f}",
         "",
         "",
     )
     table.add(
         "requests per second (wall clock)",
-        Spread.of([r["requests"] / r["elapsed"] for r in sdk]).fmt(".0f"),
-        Spread.of([r["requests"] / r["elapsed"] for r in hand]).fmt(".0f"),
+        *each(lambda r: r["requests"] / r["elapsed"], ".0f"),
         f"{floor['rate']:.0f}",
         "",
         "",
     )
     table.add(
         "requests per job",
-        Spread.of([r["requests"] / r["jobs"] for r in sdk]).fmt(".2f"),
-        Spread.of([r["requests"] / r["jobs"] for r in hand]).fmt(".2f"),
+        *each(lambda r: r["requests"] / r["jobs"], ".2f"),
         "",
         "",
         "",
     )
     table.add(
         "client CPU per job (ms)",
-        Spread.of([r["cpu"] / r["jobs"] * 1000 for r in sdk]).fmt(".2f"),
-        Spread.of([r["cpu"] / r["jobs"] * 1000 for r in hand]).fmt(".2f"),
+        *each(lambda r: r["cpu"] / r["jobs"] * 1000, ".2f"),
         "",
         "",
         "",
     )
     table.add(
         "share of the CPU in the GC",
-        Spread.of([r["gc"] / r["cpu"] for r in sdk]).fmt(".0%"),
-        Spread.of([r["gc"] / r["cpu"] for r in hand]).fmt(".0%"),
+        *each(lambda r: r["gc"] / r["cpu"], ".0%"),
         "",
         "",
         "",
