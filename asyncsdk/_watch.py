@@ -81,8 +81,13 @@ class Watcher:
         interval = poll_interval or self.poll_interval
         limits = self._limits
         started = time.time()
-        # Until the first record says when it was created: the latest it can end.
-        ends_by = started + limits.generation_timeout + limits.margin + interval
+
+        def deadline(created: float) -> float:
+            """When a generation created at ``created`` has surely ended (never before the
+            watch started: a skewed clock must not end it early)."""
+            return max(created + limits.generation_timeout, started) + limits.margin + interval
+
+        ends_by = deadline(started)  # until the first record says when it was created
         last: Generation | None = None
         schedule = None
         durations = self._reader.durations
@@ -90,9 +95,8 @@ class Watcher:
             schedule = durations.schedule_submitted(
                 submitted.model, interval, answered=submitted.answered, account=self._account
             )
-            if schedule is not None:  # created before the answer: it ends before this
-                ends_by = max(submitted.answered, started) + limits.generation_timeout
-                ends_by += limits.margin + interval
+            if schedule is not None:  # created before the answer arrived
+                ends_by = deadline(submitted.answered)
         waits = wait_times(*self._backoff)
         next(waits)
         with self._gate().watching(generation_id):
@@ -134,10 +138,8 @@ class Watcher:
                 if schedule is None:
                     created = generation.created_at
                     base = created.timestamp() if created else started
-                    # Never before the watch started: a skewed clock must not end it early.
-                    ends_by = max(base + limits.generation_timeout, started)
-                    ends_by += limits.margin + interval
-                    schedule = self._reader.durations.schedule(
+                    ends_by = deadline(base)
+                    schedule = durations.schedule(
                         generation.model_provider,
                         interval,
                         started=base,
